@@ -1,0 +1,384 @@
+"""`harness up`, `down` and `status`: start the cluster's processes in order, wait
+for each to be really ready, and undo everything on the way down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import components as c
+from . import host
+from .errors import HarnessError
+from .images import containers_conf, pause_archive, push_base_image
+from .layout import (
+    CNI_PACKAGE,
+    CNI_PLUGIN_DIR,
+    CNI_PLUGINS,
+    HOST_TOOLS,
+    KUBE_COMMANDS,
+    KWOK_NODE_COUNT,
+    NODE_NAME,
+    Layout,
+)
+from .pki import Pki, ensure_pki
+from .procs import Processes, Recorded, log_tail
+
+Report = Callable[[str], None]
+
+# The order `up` starts them in; `down` stops them in reverse.
+COMPONENT_ORDER = (
+    "registry",
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "containerd",
+    "kubelet",
+    "kube-proxy",
+    "kwok",
+)
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What a client needs to use a running harness; saved as cluster.json."""
+
+    server: str
+    admin_kubeconfig: str
+    restricted_kubeconfig: str
+    restricted_namespace: str
+    registry: str
+    base_image: str
+    containers_conf: str
+    kubectl: str
+    node: str
+    ports: dict[str, int]
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=2) + "\n"
+
+    @classmethod
+    def load(cls, path: Path) -> ClusterInfo:
+        return cls(**json.loads(path.read_text()))
+
+    def env(self) -> dict[str, str]:
+        """Environment for a shell or a test that uses this cluster."""
+        return {
+            "KUBECONFIG": self.admin_kubeconfig,
+            "PYPOD_HARNESS_REGISTRY": self.registry,
+            "PYPOD_HARNESS_BASE_IMAGE": self.base_image,
+            "CONTAINERS_CONF": self.containers_conf,
+            "IMAGE_REPO": f"{self.registry}/pypod",
+        }
+
+
+def check_prerequisites(layout: Layout) -> None:
+    if os.geteuid() != 0:
+        raise HarnessError("the harness must run as root", hint="it creates a bridge, iptables rules and cgroups")
+    missing_bins = [name for name in (*KUBE_COMMANDS, "kwok") if not layout.binary(name).exists()]
+    if missing_bins:
+        raise HarnessError(
+            f"not built yet: {', '.join(missing_bins)} (looked in {layout.bin})",
+            hint="run `python -m harness build` (about 10 minutes the first time)",
+        )
+    missing_tools = [
+        f"{tool} (apt-get install {pkg})" for tool, pkg in HOST_TOOLS.items() if shutil.which(tool) is None
+    ]
+    missing_tools += [
+        f"CNI plugin {p} (apt-get install {CNI_PACKAGE})" for p in CNI_PLUGINS if not (CNI_PLUGIN_DIR / p).exists()
+    ]
+    if missing_tools:
+        raise HarnessError("missing: " + "; ".join(missing_tools), hint="install the packages named, then retry")
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on every address now; held open together so they are distinct."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("0.0.0.0", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _http_ok(url: str, token: str | None = None, ca: Path | None = None, insecure: bool = False) -> bool:
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    context = None
+    if url.startswith("https"):
+        context = ssl.create_default_context(cafile=str(ca) if ca else None)
+        if insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(request, timeout=2, context=context) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ssl.SSLError):
+        return False
+
+
+class _Starter:
+    """Starts components and waits for each; on failure names it and shows its log."""
+
+    def __init__(self, layout: Layout, report: Report) -> None:
+        self.layout = layout
+        self.procs = Processes(layout.pids, layout.logs)
+        self.report = report
+
+    def start(self, component: c.Component) -> Recorded:
+        return self.procs.start(component)
+
+    def wait(self, record: Recorded, ready: Callable[[], bool], timeout: float, what: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        while time.monotonic() < deadline:
+            if ready():
+                self.report(f"  {record.name} ready ({time.monotonic() - started:.1f}s)")
+                return
+            if not record.alive():
+                raise HarnessError(
+                    f"{record.name} exited during start-up",
+                    hint=f"full log: {record.log}",
+                    log_tail=log_tail(record.log),
+                )
+            time.sleep(0.1)
+        raise HarnessError(
+            f"{record.name} did not become ready within {timeout:.0f}s{': ' + what if what else ''}",
+            hint=f"full log: {record.log}",
+            log_tail=log_tail(record.log),
+        )
+
+
+def _kubectl(layout: Layout, *args: str, stdin: str | None = None, check: bool = True) -> str:
+    result = subprocess.run(
+        [str(layout.binary("kubectl")), f"--kubeconfig={layout.admin_kubeconfig}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if check and result.returncode != 0:
+        raise HarnessError(f"kubectl {' '.join(args[:2])} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def _ready_nodes(layout: Layout) -> set[str]:
+    out = _kubectl(layout, "get", "nodes", "-o", "json", check=False)
+    if not out:
+        return set()
+    ready = set()
+    for node in json.loads(out)["items"]:
+        for cond in node.get("status", {}).get("conditions", []):
+            if cond["type"] == "Ready" and cond["status"] == "True":
+                ready.add(node["metadata"]["name"])
+    return ready
+
+
+def _write_configs(layout: Layout, ports: c.Ports, pki: Pki) -> None:
+    tokens = pki.tokens()
+    server = c.apiserver_url(ports)
+    layout.config.mkdir(parents=True, exist_ok=True)
+    kubeconfigs = {
+        layout.admin_kubeconfig: ("admin", "default"),
+        layout.restricted_kubeconfig: ("restricted", c.RESTRICTED_NAMESPACE),
+        layout.config / "controller-manager.kubeconfig": ("controller-manager", "default"),
+        layout.config / "scheduler.kubeconfig": ("scheduler", "default"),
+        layout.config / "kubelet.kubeconfig": ("kubelet", "default"),
+        layout.config / "kube-proxy.kubeconfig": ("kube-proxy", "default"),
+    }
+    for path, (role, namespace) in kubeconfigs.items():
+        path.write_text(c.kubeconfig(server, pki.ca_cert, role, tokens[role], namespace))
+        path.chmod(0o600)
+    paths = c.containerd_paths(layout)
+    (layout.config / "containerd.toml").write_text(c.containerd_config(layout))
+    hosts_dir = paths["certs_d"] / c.registry_host(ports)
+    hosts_dir.mkdir(parents=True, exist_ok=True)
+    (hosts_dir / "hosts.toml").write_text(c.registry_hosts_toml(ports))
+    paths["cni_conf"].mkdir(parents=True, exist_ok=True)
+    (paths["cni_conf"] / "10-pypod-harness.conflist").write_text(c.cni_conflist(layout))
+    (layout.config / "kubelet.json").write_text(c.kubelet_config(layout, ports, pki))
+    (layout.config / "kube-proxy.json").write_text(c.kube_proxy_config(layout, ports))
+    (layout.config / "registry.yml").write_text(c.registry_config(layout, ports))
+    (layout.config / "kwok.yaml").write_text(c.kwok_config())
+
+
+def _reset_state(layout: Layout) -> None:
+    """A fresh cluster each `up`: new etcd, new kubelet and pod state. PKI and
+    containerd's image store are kept, so pulled images stay cached."""
+    host.unmount_all_under(layout.state)
+    for sub in ("data", "kubelet", "pod-logs", "cni", "netns", "config", "pids", "logs"):
+        shutil.rmtree(layout.state / sub, ignore_errors=True)
+    shutil.rmtree(c.containerd_paths(layout)["state"], ignore_errors=True)
+    for sub in ("data", "kubelet", "pod-logs", "logs", "pids"):
+        (layout.state / sub).mkdir(parents=True, exist_ok=True)
+
+
+def is_up(layout: Layout) -> bool:
+    procs = Processes(layout.pids, layout.logs)
+    records = {r.name: r for r in procs.recorded()}
+    return layout.env_file.exists() and all(name in records and records[name].alive() for name in COMPONENT_ORDER)
+
+
+def up(layout: Layout | None = None, report: Report = print) -> ClusterInfo:
+    """Start the whole cluster, or return the running one. Idempotent."""
+    layout = layout or Layout.default()
+    if is_up(layout):
+        info = ClusterInfo.load(layout.env_file)
+        report(f"harness already up: KUBECONFIG={info.admin_kubeconfig}")
+        return info
+    check_prerequisites(layout)
+    began = time.monotonic()
+    # Anything half-started by an earlier attempt goes first.
+    down(layout, report=lambda _m: None)
+    _reset_state(layout)
+    starter = _Starter(layout, report)
+    try:
+        info = _start_all(layout, starter, report)
+    except BaseException:
+        report("start-up failed; stopping what was started")
+        down(layout, report=lambda _m: None)
+        raise
+    layout.env_file.write_text(info.to_json())
+    report(f"harness up in {time.monotonic() - began:.1f}s")
+    report(f"  admin kubeconfig:      {info.admin_kubeconfig}")
+    report(f"  restricted kubeconfig: {info.restricted_kubeconfig} (namespace {info.restricted_namespace})")
+    report(f"  registry:              {info.registry}   base image: {info.base_image}")
+    report(f"  export KUBECONFIG={info.admin_kubeconfig}")
+    return info
+
+
+def _start_all(layout: Layout, starter: _Starter, report: Report) -> ClusterInfo:
+    ports = c.Ports(*free_ports(11))
+    pki = ensure_pki(layout.pki)
+    tokens = pki.tokens()
+    host.create_bridge()
+    host.add_drop_rule()
+    _write_configs(layout, ports, pki)
+    server = c.apiserver_url(ports)
+
+    registry = starter.start(c.registry(layout))
+    etcd_bin = shutil.which("etcd") or "etcd"
+    etcd = starter.start(c.etcd(layout, ports, etcd_bin))
+    starter.wait(registry, lambda: _http_ok(f"http://{c.registry_host(ports)}/v2/"), 20)
+    starter.wait(etcd, lambda: _http_ok(f"http://127.0.0.1:{ports.etcd_client}/health"), 30)
+
+    # The base image push needs only the registry: do it while the control plane starts.
+    pool = ThreadPoolExecutor(max_workers=1)
+    base_image_future = pool.submit(push_base_image, layout, c.registry_host(ports), report)
+
+    apiserver = starter.start(c.apiserver(layout, ports, pki))
+    starter.wait(apiserver, lambda: _http_ok(f"{server}/readyz", tokens["admin"], pki.ca_cert), 120)
+    cm = starter.start(c.controller_manager(layout, ports, pki))
+    sched = starter.start(c.scheduler(layout, ports))
+    containerd = starter.start(c.containerd(layout))
+    socket_path = c.containerd_paths(layout)["socket"]
+    starter.wait(cm, lambda: _http_ok(f"https://127.0.0.1:{ports.controller_manager}/healthz", insecure=True), 60)
+    starter.wait(sched, lambda: _http_ok(f"https://127.0.0.1:{ports.scheduler}/healthz", insecure=True), 60)
+    starter.wait(containerd, lambda: _ctr(socket_path, "version", check=False) is not None, 30)
+    _ctr(socket_path, "-n", "k8s.io", "images", "import", str(pause_archive(layout, report)))
+
+    kubelet = starter.start(c.kubelet(layout))
+    starter.wait(kubelet, lambda: NODE_NAME in _ready_nodes(layout), 90, f"node {NODE_NAME} not Ready")
+    proxy = starter.start(c.kube_proxy(layout))
+    starter.wait(proxy, lambda: _http_ok(f"http://127.0.0.1:{ports.proxy_healthz}/healthz"), 30)
+
+    objects = c.kwok_nodes(KWOK_NODE_COUNT) + c.restricted_user_objects("pypod-restricted")
+    _kubectl(layout, "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+    kwok = starter.start(c.kwok(layout, ports))
+    kwok_names = {f"kwok-node-{i}" for i in range(KWOK_NODE_COUNT)}
+    starter.wait(kwok, lambda: kwok_names <= _ready_nodes(layout), 60, "kwok nodes not Ready")
+    # Pods cannot be created in a namespace before its default ServiceAccount exists.
+    starter.wait(
+        cm,
+        lambda: bool(_kubectl(layout, "get", "serviceaccount", "default", "-o", "name", check=False)),
+        60,
+        "default ServiceAccount not created",
+    )
+    try:
+        base_image = base_image_future.result()
+    finally:
+        pool.shutdown()
+    return ClusterInfo(
+        server=server,
+        admin_kubeconfig=str(layout.admin_kubeconfig),
+        restricted_kubeconfig=str(layout.restricted_kubeconfig),
+        restricted_namespace=c.RESTRICTED_NAMESPACE,
+        registry=c.registry_host(ports),
+        base_image=base_image,
+        containers_conf=str(containers_conf(layout)),
+        kubectl=str(layout.binary("kubectl")),
+        node=NODE_NAME,
+        ports=ports.to_dict(),
+    )
+
+
+def _ctr(socket_path: Path, *args: str, check: bool = True) -> str | None:
+    result = subprocess.run(["ctr", "--address", str(socket_path), *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        if check:
+            raise HarnessError(f"ctr {' '.join(args[:3])} failed: {result.stderr.strip()}")
+        return None
+    return result.stdout
+
+
+def down(layout: Layout | None = None, report: Report = print) -> list[str]:
+    """Stop exactly what the harness started and undo its changes to the machine."""
+    layout = layout or Layout.default()
+    procs = Processes(layout.pids, layout.logs)
+    stopped: list[str] = []
+    for name in ("kwok", "kube-proxy", "kubelet"):
+        if procs.stop(name):
+            stopped.append(name)
+    proxy_bin = layout.binary("kube-proxy")
+    if proxy_bin.exists() and "kube-proxy" in stopped:
+        # Removes the KUBE-* chains kube-proxy wrote.
+        subprocess.run([str(proxy_bin), "--cleanup"], capture_output=True)
+    killed = host.kill_pod_processes()
+    shims = host.kill_shims(c.containerd_paths(layout)["socket"])
+    stopped += procs.stop_all()
+    host.unmount_all_under(layout.state)
+    host.remove_netns(c.containerd_paths(layout)["netns"])
+    host.remove_kubepods_cgroups()
+    host.remove_drop_rule()
+    host.delete_bridge()
+    layout.env_file.unlink(missing_ok=True)
+    if stopped or killed or shims:
+        report(f"harness down: stopped {', '.join(stopped) or 'nothing'}; {killed} pod processes, {shims} shims")
+    else:
+        report("harness down: nothing was running")
+    return stopped
+
+
+def status(layout: Layout | None = None) -> dict[str, object]:
+    layout = layout or Layout.default()
+    procs = Processes(layout.pids, layout.logs)
+    records = {r.name: r for r in procs.recorded()}
+    components = {
+        name: ("running" if name in records and records[name].alive() else "stopped") for name in COMPONENT_ORDER
+    }
+    result: dict[str, object] = {"components": components, "up": is_up(layout)}
+    if layout.env_file.exists():
+        info = ClusterInfo.load(layout.env_file)
+        result["kubeconfig"] = info.admin_kubeconfig
+        result["registry"] = info.registry
+        result["ready_nodes"] = sorted(_ready_nodes(layout)) if components["kube-apiserver"] == "running" else []
+    result["bridge"] = host.bridge_exists()
+    result["drop_rule"] = host.drop_rule_present()
+    return result

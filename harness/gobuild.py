@@ -1,0 +1,172 @@
+"""Build the Kubernetes components and kwok from their Go modules, cached by version.
+
+k8s.io/kubernetes is not meant to be a dependency: its go.mod points its staging
+modules at ./staging/... . A scratch module that requires it must replace each of
+those with the published k8s.io/<m> at the matching v0.x version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from .errors import HarnessError
+from .layout import KUBE_COMMANDS, KUBERNETES_VERSION, KWOK_VERSION, STAGING_VERSION, Layout
+
+_STAGING_REPLACE = re.compile(r"^\s*(k8s\.io/[\w.\-/]+)\s+=>\s+\./staging/\S+\s*$", re.MULTILINE)
+
+
+def staging_modules(kubernetes_go_mod: str) -> list[str]:
+    """The module paths that k8s.io/kubernetes's go.mod replaces with ./staging folders."""
+    return sorted(set(_STAGING_REPLACE.findall(kubernetes_go_mod)))
+
+
+def scratch_go_mod(modules: Iterable[str], go_version: str) -> str:
+    """The go.mod of the scratch module that builds k8s.io/kubernetes's commands."""
+    lines = [
+        "module pypod.local/harness-build",
+        "",
+        f"go {go_version}",
+        "",
+        f"require k8s.io/kubernetes {KUBERNETES_VERSION}",
+        "",
+    ]
+    lines += [f"replace {module} => {module} {STAGING_VERSION}" for module in modules]
+    return "\n".join(lines) + "\n"
+
+
+def version_ldflags() -> str:
+    major, minor = KUBERNETES_VERSION.lstrip("v").split(".")[:2]
+    pkg = "k8s.io/component-base/version"
+    return " ".join(
+        [
+            "-s -w",
+            f"-X {pkg}.gitVersion={KUBERNETES_VERSION}",
+            f"-X {pkg}.gitMajor={major}",
+            f"-X {pkg}.gitMinor={minor}",
+            f"-X {pkg}.gitTreeState=clean",
+            f"-X {pkg}.buildDate=1970-01-01T00:00:00Z",
+        ]
+    )
+
+
+def _go_env(layout: Layout) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("GOFLAGS", "-p=2")
+    env["CGO_ENABLED"] = "0"
+    env["GOTOOLCHAIN"] = env.get("GOTOOLCHAIN", "auto")
+    return env
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> None:
+    with log.open("a") as out:
+        out.write(f"$ {' '.join(cmd)}\n")
+        out.flush()
+        result = subprocess.run(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise HarnessError(
+            f"`{' '.join(cmd[:3])} ...` failed (exit {result.returncode})",
+            hint=f"full log: {log}",
+            log_tail=tail,
+        )
+
+
+def _go_version() -> str:
+    out = subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, check=True)
+    match = re.match(r"go(\d+\.\d+)", out.stdout.strip())
+    return match.group(1) if match else "1.24"
+
+
+def _prepare_scratch_module(layout: Layout, env: dict[str, str], log: Path) -> None:
+    mod_dir = layout.gomod
+    mod_dir.mkdir(parents=True, exist_ok=True)
+    ready = mod_dir / ".ready"
+    if ready.exists():
+        return
+    info = subprocess.run(
+        ["go", "mod", "download", "-json", f"k8s.io/kubernetes@{KUBERNETES_VERSION}"],
+        cwd=mod_dir.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if info.returncode != 0:
+        raise HarnessError(
+            f"could not download k8s.io/kubernetes@{KUBERNETES_VERSION}: {info.stderr.strip()[-300:]}",
+            hint="check that the Go module proxy is reachable (go env GOPROXY)",
+        )
+    go_mod_path = Path(json.loads(info.stdout)["GoMod"])
+    modules = staging_modules(go_mod_path.read_text())
+    if not modules:
+        raise HarnessError(f"no staging replace lines found in {go_mod_path}")
+    (mod_dir / "go.mod").write_text(scratch_go_mod(modules, _go_version()))
+    (mod_dir / "tools.go").write_text("package main\n\nfunc main() {}\n")
+    for command in KUBE_COMMANDS:
+        _run(["go", "get", f"k8s.io/kubernetes/cmd/{command}@{KUBERNETES_VERSION}"], mod_dir, env, log)
+    ready.touch()
+
+
+def build_kubernetes(layout: Layout, report: Callable[[str], None]) -> list[str]:
+    """Build each missing Kubernetes command; returns the names built."""
+    missing = [c for c in KUBE_COMMANDS if not layout.binary(c).exists()]
+    if not missing:
+        return []
+    _require_go()
+    layout.bin.mkdir(parents=True, exist_ok=True)
+    env = _go_env(layout)
+    log = layout.cache / "build.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    _prepare_scratch_module(layout, env, log)
+    report(f"go modules ready in {time.monotonic() - started:.0f}s")
+    for command in missing:
+        started = time.monotonic()
+        tmp = layout.bin / f".{command}.tmp"
+        _run(
+            [
+                "go",
+                "build",
+                "-trimpath",
+                "-tags",
+                "selinux,notest",
+                "-ldflags",
+                version_ldflags(),
+                "-o",
+                str(tmp),
+                f"k8s.io/kubernetes/cmd/{command}",
+            ],
+            layout.gomod,
+            env,
+            log,
+        )
+        tmp.rename(layout.binary(command))
+        report(f"built {command} in {time.monotonic() - started:.0f}s")
+    return missing
+
+
+def build_kwok(layout: Layout, report: Callable[[str], None]) -> list[str]:
+    if layout.binary("kwok").exists():
+        return []
+    _require_go()
+    env = _go_env(layout)
+    env["GOBIN"] = str(layout.bin)
+    log = layout.cache / "build.log"
+    started = time.monotonic()
+    _run(["go", "install", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"], layout.cache, env, log)
+    report(f"built kwok in {time.monotonic() - started:.0f}s")
+    return ["kwok"]
+
+
+def _require_go() -> None:
+    if shutil.which("go") is None:
+        raise HarnessError(
+            "the Go toolchain is not on PATH",
+            hint="install Go (apt-get install golang, or from go.dev) and run `harness build` again",
+        )

@@ -1,0 +1,128 @@
+"""Pinned versions and where the harness keeps its builds and its running state.
+
+Builds are cached outside the repository, keyed by version, so a second
+`harness build` is a no-op and a version bump builds beside the old one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+KUBERNETES_VERSION = "v1.37.2"
+# Staging modules are published as v0.<minor>.<patch> alongside v1.<minor>.<patch>.
+STAGING_VERSION = "v0" + KUBERNETES_VERSION[2:]
+KWOK_VERSION = "v0.8.0"
+
+KUBE_COMMANDS = (
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kubelet",
+    "kube-proxy",
+)
+
+# Debian package that provides each host tool the harness runs.
+HOST_TOOLS = {
+    "etcd": "etcd-server",
+    "containerd": "containerd",
+    "runc": "runc",
+    "iptables": "iptables",
+    "conntrack": "conntrack",
+    "podman": "podman",
+    "skopeo": "skopeo",
+    "buildah": "buildah",
+    "docker-registry": "docker-registry",
+    "debootstrap": "debootstrap",
+    "busybox": "busybox-static",
+    "ip": "iproute2",
+    "go": "golang (or the Go toolchain from go.dev)",
+}
+CNI_PLUGIN_DIR = Path("/usr/lib/cni")
+CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
+CNI_PACKAGE = "containernetworking-plugins"
+
+# Pod network on the harness's own bridge; the apiserver advertises the bridge IP
+# so that the `kubernetes` Service (10.0.0.1) has a reachable endpoint.
+BRIDGE = "pypodbr0"
+POD_CIDR = "10.88.0.0/16"
+BRIDGE_IP = "10.88.0.1"
+SERVICE_CIDR = "10.0.0.0/24"
+SERVICE_IP = "10.0.0.1"
+
+NODE_NAME = "pypod-node"
+KWOK_NODE_COUNT = 3
+KWOK_TAINT_KEY = "kwok.x-k8s.io/node"
+KWOK_TAINT_VALUE = "fake"
+
+BASE_IMAGE_NAME = "pypod/python"
+BASE_IMAGE_TAG = "3-bookworm"
+PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
+
+
+def _env_path(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value).expanduser() if value else default
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every path the harness uses, derived from two roots."""
+
+    cache: Path  # builds: binaries, Go module, rootfs tarballs
+    state: Path  # one running cluster: certs, configs, data, logs, pids
+
+    @classmethod
+    def default(cls) -> Layout:
+        cache_root = _env_path("PYPOD_HARNESS_CACHE", Path.home() / ".cache" / "pypod-harness")
+        state = _env_path("PYPOD_HARNESS_STATE", Path.home() / ".local" / "state" / "pypod-harness")
+        return cls(cache=cache_root / KUBERNETES_VERSION, state=state)
+
+    @property
+    def bin(self) -> Path:
+        return self.cache / "bin"
+
+    @property
+    def gomod(self) -> Path:
+        return self.cache / "gomod"
+
+    @property
+    def images(self) -> Path:
+        return self.cache / "images"
+
+    def binary(self, name: str) -> Path:
+        return self.bin / name
+
+    @property
+    def pki(self) -> Path:
+        return self.state / "pki"
+
+    @property
+    def logs(self) -> Path:
+        return self.state / "logs"
+
+    @property
+    def pids(self) -> Path:
+        return self.state / "pids"
+
+    @property
+    def config(self) -> Path:
+        return self.state / "config"
+
+    @property
+    def data(self) -> Path:
+        return self.state / "data"
+
+    @property
+    def admin_kubeconfig(self) -> Path:
+        return self.state / "admin.kubeconfig"
+
+    @property
+    def restricted_kubeconfig(self) -> Path:
+        return self.state / "restricted.kubeconfig"
+
+    @property
+    def env_file(self) -> Path:
+        return self.state / "cluster.json"
