@@ -81,6 +81,7 @@ class ClusterInfo:
             "PYPOD_HARNESS_BASE_IMAGE": self.base_image,
             "CONTAINERS_CONF": self.containers_conf,
             "IMAGE_REPO": f"{self.registry}/pypod",
+            "PYPOD_KUBECTL": self.kubectl,
         }
 
 
@@ -357,6 +358,7 @@ def down(layout: Layout | None = None, report: Report = print) -> list[str]:
     host.remove_netns(c.containerd_paths(layout)["netns"])
     host.remove_kubepods_cgroups()
     host.remove_drop_rule()
+    host.remove_kubelet_chains()
     host.delete_bridge()
     layout.env_file.unlink(missing_ok=True)
     if stopped or killed or shims:

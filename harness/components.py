@@ -428,18 +428,30 @@ def _stage(name: str, kind: str, expressions: list[dict], next_: dict, **extra: 
 def kwok_stages() -> list[dict]:
     ready = '.status.conditions.[] | select( .type == "Ready" ) | .status'
     return [
-        _stage("node-ready", "Node", [{"key": ready, "operator": "NotIn", "values": ["True"]}],
-               {"statusTemplate": _NODE_STATUS}),
-        _stage("node-heartbeat", "Node", [{"key": ready, "operator": "In", "values": ["True"]}],
-               {"statusTemplate": _NODE_STATUS},
-               delay={"durationMilliseconds": 15000, "jitterDurationMilliseconds": 20000},
-               immediateNextStage=True),
-        _stage("pod-run", "Pod",
-               [{"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
-                {"key": ".status.phase", "operator": "In", "values": ["Pending"]}],
-               {"statusTemplate": _POD_STATUS}),
-        _stage("pod-delete", "Pod", [{"key": ".metadata.deletionTimestamp", "operator": "Exists"}],
-               {"delete": True}),
+        _stage(
+            "node-ready",
+            "Node",
+            [{"key": ready, "operator": "NotIn", "values": ["True"]}],
+            {"statusTemplate": _NODE_STATUS},
+        ),
+        _stage(
+            "node-heartbeat",
+            "Node",
+            [{"key": ready, "operator": "In", "values": ["True"]}],
+            {"statusTemplate": _NODE_STATUS},
+            delay={"durationMilliseconds": 15000, "jitterDurationMilliseconds": 20000},
+            immediateNextStage=True,
+        ),
+        _stage(
+            "pod-run",
+            "Pod",
+            [
+                {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
+                {"key": ".status.phase", "operator": "In", "values": ["Pending"]},
+            ],
+            {"statusTemplate": _POD_STATUS},
+        ),
+        _stage("pod-delete", "Pod", [{"key": ".metadata.deletionTimestamp", "operator": "Exists"}], {"delete": True}),
     ]
 
 

@@ -59,6 +59,24 @@ def drop_rule_present() -> bool:
     return _run(["iptables", "-C", *DROP_RULE], check=False).returncode == 0
 
 
+# Chains the kubelet itself creates (kube-proxy --cleanup removes kube-proxy's own).
+KUBELET_CHAINS = ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT")
+
+
+def remove_kubelet_chains() -> None:
+    for tool in ("iptables", "ip6tables"):
+        for table in ("filter", "nat", "mangle"):
+            listing = _run([tool, "-t", table, "-S"], check=False).stdout.splitlines()
+            for rule in listing:
+                parts = rule.split()
+                if parts[:1] == ["-A"] and any(f"-j {c}" in rule for c in KUBELET_CHAINS):
+                    _run([tool, "-t", table, "-D", *parts[1:]], check=False)
+            for chain in KUBELET_CHAINS:
+                if f"-N {chain}" in listing:
+                    _run([tool, "-t", table, "-F", chain], check=False)
+                    _run([tool, "-t", table, "-X", chain], check=False)
+
+
 def mounts_under(folder: Path) -> list[str]:
     """Mount points below `folder`, deepest first (the order to unmount them in)."""
     prefix = str(folder.resolve()) + "/"

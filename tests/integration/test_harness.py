@@ -393,7 +393,10 @@ def test_image_pushed_to_registry_is_seen_by_skopeo_and_runs_under_podman(cluste
     )
     env = podman_env(Layout.default())
     build = subprocess.run(
-        ["podman", "build", "--network=none", "--tls-verify=false", "-t", ref, str(tmp_path)], capture_output=True, text=True, env=env
+        ["podman", "build", "--network=none", "--tls-verify=false", "-t", ref, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert build.returncode == 0, build.stderr[-2000:]
     push = subprocess.run(["podman", "push", "--tls-verify=false", ref], capture_output=True, text=True, env=env)

@@ -1,0 +1,356 @@
+"""pypod's in-pod agent. Standard library only; runs on any Python >= 3.8.
+
+It is shipped into the pod by pypod itself (the image need not contain pypod),
+as a single file, and has two roles:
+
+``host``   the driver container's command. It owns the REPL's pseudo-terminal,
+           so the interpreter outlives any client: clients come and go
+           (``pypod attach``), and the REPL's state stays. When no client has
+           been attached for ``--keep-alive`` seconds (and the run was not
+           started with ``--detach``), it ends the REPL, so orphaned driver
+           pods do not pile up.
+``attach`` run through ``kubectl exec -i``; relays frames between its
+           stdin/stdout and the host's unix socket.
+
+Frames are ``type (1 byte) | length (4 bytes, big-endian) | payload``:
+  client -> host: ``S`` start (JSON: rows, cols, history, env), ``i`` input,
+                  ``w`` window size (JSON: rows, cols), ``p`` ping
+  host -> client: ``o`` output, ``x`` exit (JSON: code, history), ``p`` pong,
+                  ``m`` message from the agent itself
+"""
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import pty
+import select
+import shutil
+import signal
+import socket
+import struct
+import sys
+import termios
+import time
+
+AGENT_DIR = "/tmp/pypod"
+SOCKET_PATH = AGENT_DIR + "/session.sock"
+HEADER = struct.Struct(">cI")
+ATTACH_SCRIPT = """#!%s
+import runpy, sys
+sys.argv = [%r, 'attach'] + sys.argv[1:]
+runpy.run_path(%r, run_name='__main__')
+"""
+SCROLLBACK_BYTES = 64 * 1024
+PING_GRACE_S = 30.0  # a client silent this long is gone (its stream died without a close)
+START_WAIT_S = 120.0  # how long the REPL waits for a first client to send history and size
+HISTORY_FILE = os.path.expanduser("~/.python_history")
+
+
+def frame(kind, payload=b""):
+    return HEADER.pack(kind, len(payload)) + payload
+
+
+class FrameReader:
+    """Accumulates bytes and yields complete frames."""
+
+    def __init__(self):
+        self.buffer = b""
+
+    def feed(self, data):
+        self.buffer += data
+        frames = []
+        while len(self.buffer) >= HEADER.size:
+            kind, length = HEADER.unpack_from(self.buffer)
+            if len(self.buffer) < HEADER.size + length:
+                break
+            frames.append((kind, self.buffer[HEADER.size : HEADER.size + length]))
+            self.buffer = self.buffer[HEADER.size + length :]
+        return frames
+
+
+def log(message):
+    sys.stdout.write("pypod-agent: " + message + "\n")
+    sys.stdout.flush()
+
+
+def resolve_repl(command):
+    """`auto` means ipython when the image has it, else this interpreter."""
+    if command == ["auto"]:
+        ipython = shutil.which("ipython")
+        return [ipython] if ipython else [sys.executable]
+    if command and shutil.which(command[0]) is None and command[0] in ("python", "python3"):
+        return [sys.executable, *command[1:]]
+    return command
+
+
+def set_winsize(fd, rows, cols):
+    with contextlib.suppress(OSError):
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+class Client:
+    def __init__(self, sock):
+        self.sock = sock
+        self.reader = FrameReader()
+        self.last_seen = time.monotonic()
+        self.outbox = b""
+
+
+class Host:
+    def __init__(self, command, keep_alive, detach, socket_path=SOCKET_PATH):
+        self.command = command
+        self.keep_alive = keep_alive
+        self.detach = detach
+        self.socket_path = socket_path
+        self.clients = []
+        self.scrollback = b""
+        self.child_pid = None
+        self.master = None
+        self.history_seed = []
+        self.alone_since = time.monotonic()
+
+    # -- the REPL -------------------------------------------------------------
+    def spawn(self, rows=24, cols=80, history=None, env=None):
+        if history:
+            self.history_seed = list(history)
+            write_history(HISTORY_FILE, history)
+        child_env = dict(os.environ)
+        child_env.setdefault("TERM", "xterm-256color")
+        child_env.update(env or {})
+        pid, master = pty.fork()
+        if pid == 0:
+            try:
+                os.execvpe(self.command[0], self.command, child_env)
+            except OSError as exc:
+                sys.stderr.write("pypod-agent: cannot start %s: %s\n" % (self.command[0], exc))
+                os._exit(127)
+        self.child_pid, self.master = pid, master
+        set_winsize(master, rows, cols)
+        log("REPL started: " + " ".join(self.command))
+
+    def child_exit_code(self, block=False):
+        try:
+            pid, status = os.waitpid(self.child_pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            return 0
+        if pid == 0:
+            return None
+        if os.WIFSIGNALED(status):
+            return 128 + os.WTERMSIG(status)
+        return os.WEXITSTATUS(status)
+
+    # -- clients --------------------------------------------------------------
+    def broadcast(self, data):
+        for client in self.clients:
+            client.outbox += data
+
+    def drop(self, client):
+        if client in self.clients:
+            self.clients.remove(client)
+            with contextlib.suppress(OSError):
+                client.sock.close()
+            log("client detached (%d attached)" % len(self.clients))
+            if not self.clients:
+                self.alone_since = time.monotonic()
+
+    def handle(self, client, kind, payload):
+        client.last_seen = time.monotonic()
+        if kind == b"S":
+            start = json.loads(payload.decode() or "{}")
+            if self.child_pid is None:
+                self.spawn(start.get("rows", 24), start.get("cols", 80), start.get("history"), start.get("env"))
+            else:
+                set_winsize(self.master, start.get("rows", 24), start.get("cols", 80))
+                # Show where the session is: what it printed last, so the prompt is visible.
+                client.outbox += frame(b"o", self.scrollback)
+        elif kind == b"i" and self.master is not None:
+            os.write(self.master, payload)
+        elif kind == b"w" and self.master is not None:
+            size = json.loads(payload.decode())
+            set_winsize(self.master, size["rows"], size["cols"])
+            if self.child_pid:
+                with contextlib.suppress(OSError):
+                    os.kill(self.child_pid, signal.SIGWINCH)
+        elif kind == b"p":
+            client.outbox += frame(b"p")
+
+    # -- the loop -------------------------------------------------------------
+    def run(self):
+        os.makedirs(os.path.dirname(self.socket_path), exist_ok=True)
+        if os.path.exists(self.socket_path):
+            os.unlink(self.socket_path)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(self.socket_path)
+        os.chmod(self.socket_path, 0o600)
+        server.listen(8)
+        started = time.monotonic()
+        log("session host ready on " + self.socket_path)
+        while True:
+            if self.child_pid is None and time.monotonic() - started > START_WAIT_S:
+                log("no client came within %ds; starting the REPL without one" % START_WAIT_S)
+                self.spawn()
+            readers = [server] + [c.sock for c in self.clients]
+            if self.master is not None:
+                readers.append(self.master)
+            writers = [c.sock for c in self.clients if c.outbox]
+            try:
+                readable, writable, _ = select.select(readers, writers, [], 1.0)
+            except InterruptedError:
+                continue
+            if server in readable:
+                sock, _ = server.accept()
+                sock.setblocking(False)
+                self.clients.append(Client(sock))
+                log("client attached (%d attached)" % len(self.clients))
+            if self.master is not None and self.master in readable:
+                try:
+                    data = os.read(self.master, 65536)
+                except OSError as exc:
+                    if exc.errno != errno.EIO:
+                        raise
+                    data = b""
+                if not data:
+                    return self.finish()
+                self.scrollback = (self.scrollback + data)[-SCROLLBACK_BYTES:]
+                self.broadcast(frame(b"o", data))
+            for client in list(self.clients):
+                if client.sock in readable:
+                    try:
+                        data = client.sock.recv(65536)
+                    except OSError:
+                        data = b""
+                    if not data:
+                        self.drop(client)
+                        continue
+                    for kind, payload in client.reader.feed(data):
+                        self.handle(client, kind, payload)
+            for client in list(self.clients):
+                if client.sock in writable and client.outbox:
+                    try:
+                        sent = client.sock.send(client.outbox)
+                        client.outbox = client.outbox[sent:]
+                    except OSError:
+                        self.drop(client)
+            now = time.monotonic()
+            for client in list(self.clients):
+                if now - client.last_seen > PING_GRACE_S:
+                    log("client silent for %ds; treating it as gone" % PING_GRACE_S)
+                    self.drop(client)
+            if not self.clients and not self.detach and now - self.alone_since > self.keep_alive:
+                log("no client attached for %ds and the run was not detached: ending it" % self.keep_alive)
+                if self.child_pid:
+                    with contextlib.suppress(OSError):
+                        os.kill(self.child_pid, signal.SIGHUP)
+                    return self.finish(default_code=129)
+                return 129
+
+    def finish(self, default_code=0):
+        code = self.child_exit_code(block=True)
+        code = default_code if code is None else code
+        history = read_history(HISTORY_FILE)
+        new_entries = (
+            history[len(self.history_seed) :]
+            if history[: len(self.history_seed)] == self.history_seed
+            else [h for h in history if h not in set(self.history_seed)]
+        )
+        goodbye = frame(b"x", json.dumps({"code": code, "history": new_entries}).encode())
+        for client in self.clients:
+            try:
+                client.sock.setblocking(True)
+                client.sock.sendall(client.outbox + goodbye)
+            except OSError:
+                pass
+        log("REPL exited with code %d" % code)
+        return code
+
+
+def read_history(path):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return [line.rstrip("\n") for line in handle if line.strip() and not line.startswith("_HiStOrY_V2_")]
+    except OSError:
+        return []
+
+
+def write_history(path, entries):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".pypod-tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write("".join(entry + "\n" for entry in entries))
+    os.replace(tmp, path)
+
+
+def attach(socket_path=SOCKET_PATH, wait_s=60.0):
+    """Relay stdin -> host socket and host socket -> stdout, both already framed."""
+    deadline = time.monotonic() + wait_s
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    while True:
+        try:
+            sock.connect(socket_path)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                sys.stderr.write("pypod-agent: no session host at %s\n" % socket_path)
+                return 3
+            time.sleep(0.05)
+    stdin = sys.stdin.buffer.raw if hasattr(sys.stdin.buffer, "raw") else sys.stdin.buffer
+    stdout = sys.stdout.buffer
+    in_fd = stdin.fileno()
+    while True:
+        readable, _, _ = select.select([in_fd, sock], [], [])
+        if in_fd in readable:
+            data = os.read(in_fd, 65536)
+            if not data:
+                return 0
+            sock.sendall(data)
+        if sock in readable:
+            data = sock.recv(65536)
+            if not data:
+                return 0
+            stdout.write(data)
+            stdout.flush()
+
+
+def install_attach_entrypoint():
+    """Make `/tmp/pypod/attach` runnable by exec in any image: no shell is needed."""
+    os.makedirs(AGENT_DIR, exist_ok=True)
+    me = os.path.abspath(__file__) if "__file__" in globals() else AGENT_DIR + "/agent.py"
+    path = AGENT_DIR + "/attach"
+    with open(path + ".tmp", "w") as handle:
+        handle.write(ATTACH_SCRIPT % (sys.executable, me, me))
+    os.chmod(path + ".tmp", 0o755)
+    os.replace(path + ".tmp", path)
+
+
+def main(argv):
+    if not argv:
+        sys.stderr.write("usage: agent.py host [--keep-alive S] [--detach] -- COMMAND... | agent.py attach\n")
+        return 2
+    role, rest = argv[0], argv[1:]
+    if role == "attach":
+        return attach()
+    if role == "host":
+        keep_alive, detach = 900.0, False
+        while rest and rest[0] != "--":
+            if rest[0] == "--keep-alive":
+                keep_alive = float(rest[1])
+                rest = rest[2:]
+            elif rest[0] == "--detach":
+                detach = True
+                rest = rest[1:]
+            else:
+                sys.stderr.write("pypod-agent: unknown option %s\n" % rest[0])
+                return 2
+        command = rest[1:] if rest else ["auto"]
+        os.environ.pop("PYPOD_AGENT", None)  # the agent's own source; the REPL need not see it
+        install_attach_entrypoint()
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        return Host(resolve_repl(command or ["auto"]), keep_alive, detach).run()
+    sys.stderr.write("pypod-agent: unknown role %s\n" % role)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,207 @@
+"""The `pypod` command: parse, call the library, render errors as one line.
+
+Heavy imports (lightkube, rich, yaml) happen inside commands, so `pypod --help`
+starts fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import PypodError
+
+COMMANDS = ("start", "run", "attach", "ps", "logs", "rm", "template")
+
+
+def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by every command that starts a run."""
+    options = [
+        click.option("--image", help="Image to run (skips building)."),
+        click.option("--namespace", "-n", help="Namespace (default: the context's, else 'default')."),
+        click.option("--context", help="kubeconfig context."),
+        click.option("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)."),
+        click.option("--service-account", help="Service account of the driver pod."),
+        click.option("--cpu", help="CPU request and limit, e.g. 2 or 500m."),
+        click.option("--memory", help="Memory request and limit, e.g. 4Gi."),
+        click.option("--gpu", type=int, help="nvidia.com/gpu count."),
+        click.option("--env", "-e", "env", multiple=True, help="KEY=VALUE for the driver (repeatable)."),
+        click.option("--label", "-l", "labels", multiple=True, help="KEY=VALUE label on the Job (repeatable)."),
+        click.option("--python", help="Interpreter command (default: ipython if the image has it, else python)."),
+        click.option("--template", type=click.Path(dir_okay=False), help="julia_pod-style driver.yaml.template."),
+        click.option("--runid", help="Name of the run (default: repo-branch-time-random)."),
+        click.option("--pending-timeout", type=float, help="Seconds to wait for the pod to run (default 600)."),
+        click.option("--keep-alive", type=float, help="Seconds a REPL waits for a client before ending (900)."),
+        click.option("--detach", is_flag=True, default=None, help="Keep the run going without a client."),
+        click.option("--port-forward", "port_forwards", multiple=True, help="LOCAL:REMOTE (repeatable)."),
+        click.option("--dry-run", is_flag=True, help="Print the manifests and stop."),
+        click.option("--quiet", "-q", is_flag=True, help="No status output."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _settings(flags: dict[str, Any]):  # type: ignore[no-untyped-def]
+    from .project import load_project
+    from .settings import parse_pairs, read_pyproject, resolve
+
+    project = load_project(Path.cwd())
+    flags = dict(flags)
+    flags["env"] = tuple(parse_pairs(flags.get("env") or (), "env"))
+    flags["labels"] = tuple(parse_pairs(flags.get("labels") or (), "label"))
+    settings = resolve(flags, os.environ, read_pyproject(project.root))
+    return settings, project
+
+
+def _start(request_kwargs: dict[str, Any], flags: dict[str, Any]) -> int:
+    from .session import Output, RunRequest, start
+
+    dry_run = flags.pop("dry_run", False)
+    quiet = flags.pop("quiet", False)
+    settings, project = _settings(flags)
+    request = RunRequest(dry_run=dry_run, **request_kwargs)
+    return start(settings, project, request, Output(quiet=quiet))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pypod")
+def main_group() -> None:
+    """Run a Python project on Kubernetes: a REPL in a pod, or a job.
+
+    \b
+      pypod                      REPL in a pod (same as `pypod start`)
+      pypod 'print(1)'           run code as a job; exit code is pypod's
+      pypod run script.py ARGS   run a script as a job
+      pypod attach RUN           reconnect to a live REPL
+    """
+
+
+@main_group.command()
+@click.argument("code", required=False)
+@run_options
+def start(code: str | None, **flags: Any) -> None:
+    """Start a REPL in a pod, or with CODE, run it as a job."""
+    request = {"mode": "job", "code": code} if code is not None else {"mode": "repl"}
+    sys.exit(_start(request, flags))
+
+
+@main_group.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("script")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@run_options
+def run(script: str, args: tuple[str, ...], **flags: Any) -> None:
+    """Run SCRIPT (a path in the image's working directory) with ARGS as a job."""
+    sys.exit(_start({"mode": "job", "script": script, "args": args}, flags))
+
+
+def _connect(namespace: str | None, context: str | None, kubeconfig: str | None):  # type: ignore[no-untyped-def]
+    from .session import Output, Session
+    from .settings import Settings
+
+    return Session(Settings(namespace=namespace, context=context, kubeconfig=kubeconfig), Output())
+
+
+def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(
+        [
+            click.option("--namespace", "-n", help="Namespace."),
+            click.option("--context", help="kubeconfig context."),
+            click.option("--kubeconfig", help="kubeconfig file."),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+@main_group.command()
+@click.argument("run_name")
+@target_options
+def attach(run_name: str, namespace: str | None, context: str | None, kubeconfig: str | None) -> None:
+    """Reconnect to the live REPL of RUN."""
+    from .manage import attach_run
+
+    sys.exit(attach_run(_connect(namespace, context, kubeconfig), run_name))
+
+
+@main_group.command()
+@click.option("--all-users", is_flag=True, help="Show everyone's runs, not only yours.")
+@target_options
+def ps(all_users: bool, namespace: str | None, context: str | None, kubeconfig: str | None) -> None:
+    """List runs: status, age, node, image."""
+    from .manage import list_runs
+
+    sys.exit(list_runs(_connect(namespace, context, kubeconfig), all_users))
+
+
+@main_group.command()
+@click.argument("run_name")
+@click.option("--follow", "-f", is_flag=True, help="Follow the log.")
+@target_options
+def logs(run_name: str, follow: bool, namespace: str | None, context: str | None, kubeconfig: str | None) -> None:
+    """Print the driver's log of RUN."""
+    from .manage import show_logs
+
+    sys.exit(show_logs(_connect(namespace, context, kubeconfig), run_name, follow))
+
+
+@main_group.command()
+@click.argument("run_names", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Remove all of your runs.")
+@target_options
+def rm(
+    run_names: tuple[str, ...], everything: bool, namespace: str | None, context: str | None, kubeconfig: str | None
+) -> None:
+    """Delete runs (their Jobs and pods)."""
+    from .manage import remove_runs
+
+    sys.exit(remove_runs(_connect(namespace, context, kubeconfig), run_names, everything))
+
+
+@main_group.command()
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default="driver.yaml.template", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def template(output: str, force: bool) -> None:
+    """Write the default driver template for editing."""
+    from .kube.template import DEFAULT_TEMPLATE
+
+    path = Path(output)
+    if path.exists() and not force:
+        raise PypodError(f"{path} already exists", hint="pass --force to overwrite it, or -o another path")
+    path.write_text(DEFAULT_TEMPLATE)
+    click.echo(f"wrote {path}; use it with: pypod --template {path}")
+
+
+def _route(argv: list[str]) -> list[str]:
+    """`pypod [OPTIONS] [CODE]` is `pypod start ...`; everything else goes to its command."""
+    if not argv:
+        return ["start"]
+    if argv[0] in COMMANDS or argv[0] in ("-h", "--help", "--version"):
+        return argv
+    return ["start", *argv]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _route(list(sys.argv[1:] if argv is None else argv))
+    try:
+        main_group.main(args=args, prog_name="pypod", standalone_mode=False)
+    except PypodError as exc:
+        click.echo(f"pypod: {exc.one_line()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(64 if exc.exit_code == 2 else exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("pypod: aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("pypod: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(0)

@@ -1,0 +1,175 @@
+"""Pure functions from a RunSpec to the driver Job. Nothing here talks to a cluster."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..names import label_value
+from .template import DEFAULT_TEMPLATE, render_template
+
+MANAGED_BY = "pypod"
+LABEL_RUN = "pypod.dev/run"
+LABEL_REPO = "pypod.dev/repo"
+LABEL_BRANCH = "pypod.dev/branch"
+LABEL_COMMIT = "pypod.dev/commit"
+LABEL_MODE = "pypod.dev/mode"
+LABEL_USER = "pypod.dev/user"
+ANNOTATION_BRANCH = "pypod.dev/branch-full"
+ANNOTATION_DIRTY = "pypod.dev/dirty"
+ANNOTATION_DETACH = "pypod.dev/detach"
+SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+DRIVER_CONTAINER = "driver"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything the driver Job is built from."""
+
+    name: str
+    image: str
+    command: tuple[str, ...]
+    mode: str  # "repl" or "job"
+    repo: str = ""
+    branch: str = ""
+    commit: str = ""
+    dirty: bool = False
+    user: str = ""
+    namespace: str | None = None
+    service_account: str | None = None
+    cpu: str | None = None
+    memory: str | None = None
+    gpu: int = 0
+    env: tuple[tuple[str, str], ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    workdir: str | None = None
+    ttl_seconds: int = 300
+    detach: bool = False
+    extra_env: tuple[tuple[str, str], ...] = field(default=())  # pypod's own, set before the user's
+
+    def selector_labels(self) -> dict[str, str]:
+        return {"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_RUN: self.name}
+
+
+def run_labels(spec: RunSpec) -> dict[str, str]:
+    labels = {
+        **spec.selector_labels(),
+        LABEL_MODE: spec.mode,
+        LABEL_REPO: label_value(spec.repo),
+        LABEL_BRANCH: label_value(spec.branch),
+        LABEL_COMMIT: label_value(spec.commit),
+        LABEL_USER: label_value(spec.user),
+    }
+    labels = {k: v for k, v in labels.items() if v}
+    labels.update(dict(spec.labels))
+    return labels
+
+
+def template_values(spec: RunSpec) -> dict[str, str]:
+    return {
+        "IMAGE_TAG": spec.image,
+        "RUNID": spec.name,
+        "KUBERNETES_SERVICEACCOUNT": spec.service_account or "",
+        "KUBERNETES_NAMESPACE": spec.namespace or "",
+        "GIT_REPO": spec.repo,
+        "GIT_BRANCH": spec.branch,
+        "GIT_COMMIT": spec.commit,
+    }
+
+
+def _resources(spec: RunSpec, existing: dict[str, Any]) -> dict[str, Any]:
+    resources = copy.deepcopy(existing)
+    requests = resources.setdefault("requests", {})
+    limits = resources.setdefault("limits", {})
+    for key, value in (("cpu", spec.cpu), ("memory", spec.memory)):
+        if value:
+            requests[key] = value
+            limits[key] = value
+    if spec.gpu:
+        limits["nvidia.com/gpu"] = str(spec.gpu)
+        requests["nvidia.com/gpu"] = str(spec.gpu)
+    return {k: v for k, v in resources.items() if v}
+
+
+def _downward_env() -> list[dict[str, Any]]:
+    def field_ref(name: str, path: str) -> dict[str, Any]:
+        return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+    return [
+        field_ref("POD_NAME", "metadata.name"),
+        field_ref("POD_NAMESPACE", "metadata.namespace"),
+        field_ref("POD_IP", "status.podIP"),
+        field_ref("NODE_NAME", "spec.nodeName"),
+    ]
+
+
+def _merge_env(existing: list[dict[str, Any]], additions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Later entries win by name; order is kept for the rest."""
+    merged: dict[str, dict[str, Any]] = {e["name"]: e for e in existing}
+    for entry in additions:
+        merged.pop(entry["name"], None)
+        merged[entry["name"]] = entry
+    return list(merged.values())
+
+
+def apply_run_options(job: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
+    """Apply the structured options to a parsed Job (a copy is returned)."""
+    job = copy.deepcopy(job)
+    labels = run_labels(spec)
+    metadata = job.setdefault("metadata", {})
+    metadata["name"] = spec.name
+    metadata.pop("generateName", None)
+    if spec.namespace:
+        metadata["namespace"] = spec.namespace
+    metadata.setdefault("labels", {})
+    metadata["labels"] = {k: label_value(str(v)) for k, v in metadata["labels"].items() if v} | labels
+    annotations = metadata.setdefault("annotations", {})
+    annotations[ANNOTATION_BRANCH] = spec.branch
+    annotations[ANNOTATION_DIRTY] = str(spec.dirty).lower()
+    annotations[ANNOTATION_DETACH] = str(spec.detach).lower()
+
+    job_spec = job.setdefault("spec", {})
+    job_spec["backoffLimit"] = 0
+    job_spec.setdefault("ttlSecondsAfterFinished", spec.ttl_seconds)
+    template = job_spec.setdefault("template", {})
+    template_meta = template.setdefault("metadata", {})
+    template_meta["labels"] = {**template_meta.get("labels", {}), **labels}
+    pod = template.setdefault("spec", {})
+    pod["restartPolicy"] = "Never"
+    if spec.service_account:
+        pod["serviceAccountName"] = spec.service_account
+    elif not pod.get("serviceAccountName"):
+        pod.pop("serviceAccountName", None)
+
+    containers = pod["containers"]
+    driver = next((c for c in containers if c.get("name") == DRIVER_CONTAINER), containers[0])
+    driver["image"] = spec.image
+    driver["command"] = list(spec.command)
+    driver.pop("args", None)
+    if spec.workdir:
+        driver["workingDir"] = spec.workdir
+    resources = _resources(spec, driver.get("resources", {}))
+    if resources:
+        driver["resources"] = resources
+    env_additions = _downward_env() + [{"name": k, "value": v} for k, v in (*spec.extra_env, *spec.env)]
+    driver["env"] = _merge_env(driver.get("env") or [], env_additions)
+    return job
+
+
+def driver_job(spec: RunSpec, template_text: str | None = None, template_source: str = "template") -> dict[str, Any]:
+    """The driver Job: the template (pypod's default if none) rendered, then the options applied."""
+    parsed = render_template(template_text or DEFAULT_TEMPLATE, template_values(spec), spec.command, template_source)
+    return apply_run_options(parsed, spec)
+
+
+def job_command(
+    python: Sequence[str], code: str | None = None, script: str | None = None, args: Sequence[str] = ()
+) -> tuple[str, ...]:
+    """The container command of a job run: `python -c CODE` or `python SCRIPT ARGS...`."""
+    if code is not None:
+        return (*python, "-c", code)
+    if script is not None:
+        return (*python, script, *args)
+    return tuple(python)

@@ -1,0 +1,114 @@
+"""What a driver Job and its pod are doing, in one line, from their plain-dict
+objects and events. Pure: no cluster here, so every case has a unit test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# Container waiting reasons that will not resolve by waiting longer.
+FATAL_WAITING = {
+    "ErrImagePull": "the image cannot be pulled; check the name, tag and registry access (imagePullSecrets)",
+    "ImagePullBackOff": "the image cannot be pulled; check the name, tag and registry access (imagePullSecrets)",
+    "InvalidImageName": "the image reference is malformed; pass a valid --image",
+    "CreateContainerConfigError": "the container's configuration refers to something missing (a Secret or "
+    "ConfigMap?); fix the template or create it",
+    "CreateContainerError": "the runtime could not create the container; see the message",
+    "RunContainerError": "the container's command could not start; check that the image has it (--python)",
+    "ErrImageNeverPull": "imagePullPolicy is Never and the image is not on the node",
+}
+
+
+@dataclass(frozen=True)
+class PodReport:
+    """`state` is one of: queued, pending, starting, running, succeeded, failed."""
+
+    state: str
+    line: str
+    fatal: bool = False
+    hint: str = ""
+    node: str = ""
+    exit_code: int | None = None
+
+
+def _conditions(obj: dict[str, Any] | None) -> list[dict[str, Any]]:
+    return ((obj or {}).get("status") or {}).get("conditions") or []
+
+
+def _condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
+    return next((c for c in _conditions(obj) if c.get("type") == kind), None)
+
+
+def _latest_event(events: list[dict[str, Any]], reasons: set[str]) -> dict[str, Any] | None:
+    matching = [e for e in events if e.get("reason") in reasons]
+    matching.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+    return matching[-1] if matching else None
+
+
+def explain_workload(workload: dict[str, Any] | None) -> str:
+    """Kueue's view of a suspended Job: its Workload's most telling condition."""
+    if not workload:
+        return ""
+    for kind in ("Admitted", "QuotaReserved", "Pending"):
+        cond = _condition(workload, kind)
+        if cond and cond.get("message"):
+            return cond["message"]
+    return ""
+
+
+def explain(
+    job: dict[str, Any] | None,
+    pod: dict[str, Any] | None,
+    events: list[dict[str, Any]] | None = None,
+    workload: dict[str, Any] | None = None,
+) -> PodReport:
+    events = events or []
+    job_spec = (job or {}).get("spec") or {}
+    if job_spec.get("suspend"):
+        queue = ((job or {}).get("metadata") or {}).get("labels", {}).get("kueue.x-k8s.io/queue-name")
+        why = explain_workload(workload) or "the Job is suspended"
+        where = f" in queue {queue}" if queue else ""
+        return PodReport("queued", f"waiting for admission{where}: {why}")
+    failed = _condition(job, "Failed")
+    if pod is None:
+        if failed and failed.get("status") == "True":
+            return PodReport("failed", f"the Job failed: {failed.get('message') or failed.get('reason')}", fatal=True)
+        return PodReport("pending", "waiting for the Job controller to create the pod")
+
+    status = pod.get("status") or {}
+    node = (pod.get("spec") or {}).get("nodeName") or ""
+    phase = status.get("phase") or "Pending"
+    statuses = status.get("containerStatuses") or []
+    main = statuses[0] if statuses else {}
+    state = main.get("state") or {}
+
+    if "terminated" in state or phase in ("Succeeded", "Failed"):
+        term = state.get("terminated") or {}
+        code = term.get("exitCode")
+        reason = term.get("reason") or status.get("reason") or phase
+        detail = term.get("message") or status.get("message") or ""
+        line = f"exited with code {code} ({reason})" if code is not None else f"{reason}: {detail}".rstrip(": ")
+        return PodReport("succeeded" if code == 0 else "failed", line, node=node, exit_code=code)
+    if phase == "Running" and "running" in state:
+        return PodReport("running", f"running on {node}", node=node)
+
+    waiting = state.get("waiting") or {}
+    reason = waiting.get("reason") or ""
+    if reason in FATAL_WAITING:
+        message = waiting.get("message") or reason
+        return PodReport("failed", f"{reason}: {message}", fatal=True, hint=FATAL_WAITING[reason], node=node)
+
+    scheduled = _condition(pod, "PodScheduled")
+    if scheduled and scheduled.get("status") == "False":
+        message = scheduled.get("message") or scheduled.get("reason") or "not scheduled yet"
+        return PodReport("pending", f"unschedulable: {message}")
+    if not node:
+        return PodReport("pending", "waiting for the scheduler")
+
+    pulling = _latest_event(events, {"Pulling", "Pulled"})
+    if pulling and pulling.get("reason") == "Pulling" and reason in ("", "ContainerCreating"):
+        return PodReport("starting", f"pulling image on {node}: {pulling.get('message', '')}", node=node)
+    if reason:
+        return PodReport("starting", f"{reason} on {node}", node=node)
+    return PodReport("starting", f"starting on {node}", node=node)

@@ -1,0 +1,131 @@
+"""`pypod ps`, `logs`, `attach`, `rm`: runs found by their labels, from any folder."""
+
+from __future__ import annotations
+
+import datetime
+import sys
+from typing import Any
+
+from .errors import NotFound
+from .kube.manifests import DRIVER_CONTAINER, LABEL_RUN, LABEL_USER, SELECTOR
+from .names import label_value
+from .session import Session, history_path, local_user
+
+
+def _selector(all_users: bool) -> dict[str, str]:
+    key, value = SELECTOR.split("=")
+    labels = {key: value}
+    user = label_value(local_user())
+    if not all_users and user:
+        labels[LABEL_USER] = user
+    return labels
+
+
+def _age(created: Any) -> str:
+    if created is None:
+        return "?"
+    seconds = (datetime.datetime.now(datetime.UTC) - created).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def run_pods(session: Session, name: str) -> list[Any]:
+    from lightkube.resources.core_v1 import Pod
+
+    with session.api("list", "pods"):
+        return list(session.client.list(Pod, namespace=session.namespace, labels={LABEL_RUN: name}))
+
+
+def driver_pod(session: Session, name: str) -> Any:
+    pods = run_pods(session, name)
+    if not pods:
+        raise NotFound(
+            f"no pod for run {name!r} in namespace {session.namespace!r}",
+            hint="`pypod ps` lists your runs; add -n NAMESPACE if it runs elsewhere",
+        )
+    pods.sort(key=lambda p: p.metadata.creationTimestamp)
+    return pods[-1]
+
+
+def list_runs(session: Session, all_users: bool) -> int:
+    from lightkube.resources.batch_v1 import Job
+    from rich.console import Console
+    from rich.table import Table
+
+    with session.api("list", "jobs"):
+        jobs = list(session.client.list(Job, namespace=session.namespace, labels=_selector(all_users)))
+    with session.api("list", "pods"):
+        from lightkube.resources.core_v1 import Pod
+
+        pods = {
+            p.metadata.labels.get(LABEL_RUN): p
+            for p in session.client.list(Pod, namespace=session.namespace, labels=_selector(all_users))
+        }
+    table = Table(box=None, pad_edge=False)
+    for column in ("RUN", "MODE", "STATUS", "AGE", "NODE", "IMAGE"):
+        table.add_column(column)
+    from .kube.status import explain
+
+    for job in sorted(jobs, key=lambda j: j.metadata.creationTimestamp):
+        name = job.metadata.name
+        pod = pods.get(name)
+        report = explain(job.to_dict(), pod.to_dict() if pod else None)
+        image = job.spec.template.spec.containers[0].image
+        table.add_row(
+            name,
+            job.metadata.labels.get("pypod.dev/mode", "?"),
+            report.state if report.state != "pending" else f"pending: {report.line}",
+            _age(job.metadata.creationTimestamp),
+            report.node or "-",
+            image,
+        )
+    console = Console(soft_wrap=True)
+    if not jobs:
+        console.print(f"no runs in namespace {session.namespace}")
+    else:
+        console.print(table)
+    return 0
+
+
+def show_logs(session: Session, name: str, follow: bool) -> int:
+    pod = driver_pod(session, name)
+    with session.api("get", "pods/log", pod.metadata.name):
+        for line in session.client.log(
+            pod.metadata.name, namespace=session.namespace, container=DRIVER_CONTAINER, follow=follow
+        ):
+            sys.stdout.write(line)
+            sys.stdout.flush()
+    return 0
+
+
+def attach_run(session: Session, name: str) -> int:
+    pod = driver_pod(session, name)
+    if pod.metadata.labels.get("pypod.dev/mode") != "repl":
+        raise NotFound(f"run {name!r} is a job, not a REPL", hint=f"follow it with: pypod logs {name} -f")
+    if pod.status is None or pod.status.phase != "Running":
+        phase = pod.status.phase if pod.status else "unknown"
+        raise NotFound(f"run {name!r} is not running (phase {phase})", hint="start a new one with `pypod`")
+    code = session.relay_repl(pod.metadata.name, name, [], history_path(session.settings))
+    if code != 75:
+        session.delete_job(name)
+    return code
+
+
+def remove_runs(session: Session, names: tuple[str, ...], everything: bool) -> int:
+    from lightkube.resources.batch_v1 import Job
+
+    targets = list(names)
+    if everything:
+        with session.api("list", "jobs"):
+            targets += [
+                j.metadata.name for j in session.client.list(Job, namespace=session.namespace, labels=_selector(False))
+            ]
+    if not targets:
+        session.out.info("nothing to remove (give RUN names or --all)")
+        return 0
+    for name in dict.fromkeys(targets):
+        session.delete_job(name)
+        session.out.info(f"removed {name}")
+    return 0

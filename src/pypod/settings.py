@@ -1,0 +1,144 @@
+"""One frozen Settings, resolved flags > environment > [tool.pypod] > defaults.
+
+julia_pod's environment names are honoured (KUBERNETES_NAMESPACE,
+KUBERNETES_SERVICEACCOUNT, IMAGE_REPO); every other setting X also reads PYPOD_X.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ProjectError, UsageError
+from .quantity import check_quantity
+
+# Environment names kept from julia_pod, besides PYPOD_<NAME>.
+LEGACY_ENV = {
+    "namespace": "KUBERNETES_NAMESPACE",
+    "service_account": "KUBERNETES_SERVICEACCOUNT",
+    "image_repo": "IMAGE_REPO",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs to know, after every source has been merged."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    namespace: str | None = None  # None: the context's namespace, else "default" (kubectl's rule)
+    service_account: str | None = None
+    image: str | None = None
+    image_repo: str | None = None
+    cpu: str | None = None
+    memory: str | None = None
+    gpu: int = 0
+    env: tuple[tuple[str, str], ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    python: str | None = None  # None: ipython if the image has it, else python
+    template: str | None = None
+    runid: str | None = None
+    pending_timeout: float = 600.0
+    keep_alive: float = 900.0
+    ttl_seconds: int = 300
+    detach: bool = False
+    port_forwards: tuple[str, ...] = ()
+    workdir: str = "/workspace"
+    history_file: str = "~/.pypod/history"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "extra"}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    """Turn a value from env or TOML into the field's type; complain in one line."""
+    kind = str(_FIELDS[name].type)
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            return str(value).strip().lower() in ("1", "true", "yes", "on")
+        if kind.startswith("tuple[tuple"):
+            return tuple(parse_pairs(_as_list(value), name))
+        if kind.startswith("tuple[str"):
+            return tuple(_as_list(value))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{source}: {name} = {value!r} is not a valid {kind}", hint="fix or remove it") from exc
+    return None if value is None else str(value)
+
+
+def _as_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [v for v in (s.strip() for s in value.split(",")) if v]
+    if isinstance(value, Mapping):
+        return [f"{k}={v}" for k, v in value.items()]
+    return [str(v) for v in value]
+
+
+def parse_pairs(items: list[str] | tuple[str, ...], what: str) -> list[tuple[str, str]]:
+    """`K=V` strings to pairs, in order."""
+    pairs = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--{what} expects KEY=VALUE, got {item!r}", hint=f"e.g. --{what} LOG_LEVEL=debug")
+        pairs.append((key.strip(), value))
+    return pairs
+
+
+def read_pyproject(root: Path) -> dict[str, Any]:
+    """[tool.pypod] of the project's pyproject.toml, or {}."""
+    path = root / "pyproject.toml"
+    if not path.exists():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ProjectError(f"{path} is not valid TOML: {exc}", hint="fix the file or move it aside") from exc
+    table = data.get("tool", {}).get("pypod", {})
+    return {k.replace("-", "_"): v for k, v in table.items()}
+
+
+def resolve(
+    flags: Mapping[str, Any],
+    environ: Mapping[str, str],
+    pyproject: Mapping[str, Any],
+) -> Settings:
+    """Merge the sources; a flag given as None (or an empty tuple) counts as not given."""
+    values: dict[str, Any] = {}
+    unknown = sorted(set(pyproject) - set(_FIELDS))
+    if unknown:
+        raise UsageError(
+            f"unknown setting(s) in [tool.pypod]: {', '.join(unknown)}",
+            hint=f"known settings: {', '.join(sorted(_FIELDS))}",
+        )
+    for name in _FIELDS:
+        if flags.get(name) not in (None, ()):
+            values[name] = flags[name]
+            continue
+        env_names = [f"PYPOD_{name.upper()}"]
+        if name in LEGACY_ENV:
+            env_names.append(LEGACY_ENV[name])
+        from_env = next(((n, environ[n]) for n in env_names if environ.get(n)), None)
+        if from_env:
+            values[name] = _coerce(name, from_env[1], f"${from_env[0]}")
+        elif name in pyproject:
+            values[name] = _coerce(name, pyproject[name], "[tool.pypod]")
+    settings = Settings(**values)
+    check_quantity(settings.cpu, "cpu")
+    check_quantity(settings.memory, "memory")
+    if settings.gpu < 0:
+        raise UsageError(f"--gpu must be 0 or more, got {settings.gpu}", hint="e.g. --gpu 1")
+    return settings

@@ -1,0 +1,160 @@
+"""The local end of an interactive session: the user's terminal, relayed in frames
+through `kubectl exec -i` to the session host in the pod.
+
+Keys go through raw, so Ctrl-C is delivered to the remote interpreter by its own
+pseudo-terminal. A broken stream is retried with backoff; the REPL in the pod
+lives on meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+import tty
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from .agent.session import FrameReader, frame
+
+PING_EVERY_S = 5.0
+RECONNECT_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+@dataclass
+class SessionResult:
+    exit_code: int | None  # None: the stream was lost for good, the REPL may still run
+    new_history: list[str] = field(default_factory=list)
+
+
+def terminal_size(fd: int) -> tuple[int, int]:
+    try:
+        rows, cols = struct.unpack("HHHH", termios_winsize(fd))[:2]
+        return (rows or 24, cols or 80)
+    except OSError:
+        return (24, 80)
+
+
+def termios_winsize(fd: int) -> bytes:
+    import fcntl
+
+    return fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8)
+
+
+@contextlib.contextmanager
+def raw_terminal(fd: int) -> Iterator[None]:
+    if not os.isatty(fd):
+        yield
+        return
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setraw(fd)
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def run_terminal(
+    exec_argv: list[str],
+    history: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    stdin_fd: int | None = None,
+    stdout_fd: int | None = None,
+    on_reconnect: Callable[[int], None] | None = None,
+    give_up_after_s: float = 60.0,
+) -> SessionResult:
+    """Relay the terminal until the REPL exits; reconnect if the stream breaks."""
+    in_fd = sys.stdin.fileno() if stdin_fd is None else stdin_fd
+    out_fd = sys.stdout.fileno() if stdout_fd is None else stdout_fd
+    attempt = 0
+    lost_since: float | None = None
+    first = True
+    with raw_terminal(in_fd):
+        while True:
+            result = _one_connection(exec_argv, in_fd, out_fd, history if first else None, env if first else None)
+            first = False
+            if result is not None:
+                return result
+            lost_since = lost_since or time.monotonic()
+            if time.monotonic() - lost_since > give_up_after_s:
+                return SessionResult(exit_code=None)
+            delay = RECONNECT_BACKOFF_S[min(attempt, len(RECONNECT_BACKOFF_S) - 1)]
+            attempt += 1
+            if on_reconnect:
+                on_reconnect(attempt)
+            time.sleep(delay)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
+def _one_connection(
+    exec_argv: list[str], in_fd: int, out_fd: int, history: list[str] | None, env: dict[str, str] | None
+) -> SessionResult | None:
+    """One exec stream. Returns the result when the REPL ended, None when the stream broke."""
+    proc = subprocess.Popen(exec_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdin is not None and proc.stdout is not None
+    stream_in, stream_out = proc.stdin.fileno(), proc.stdout.fileno()
+    rows, cols = terminal_size(in_fd)
+    resized = False
+
+    def on_winch(_signum: int, _frame: object) -> None:
+        nonlocal resized
+        resized = True
+
+    previous = signal.signal(signal.SIGWINCH, on_winch)
+    reader = FrameReader()
+    last_ping = time.monotonic()
+    try:
+        start = {"rows": rows, "cols": cols, "history": history or [], "env": env or {}}
+        _write_all(stream_in, frame(b"S", json.dumps(start).encode()))
+        stdin_open = True
+        while True:
+            if resized:
+                resized = False
+                rows, cols = terminal_size(in_fd)
+                _write_all(stream_in, frame(b"w", json.dumps({"rows": rows, "cols": cols}).encode()))
+            watch = [stream_out] + ([in_fd] if stdin_open else [])
+            try:
+                readable, _, _ = select.select(watch, [], [], 1.0)
+            except InterruptedError:
+                continue
+            if in_fd in readable:
+                data = os.read(in_fd, 65536)
+                if data:
+                    _write_all(stream_in, frame(b"i", data))
+                else:
+                    stdin_open = False  # keep showing output; the REPL decides when to end
+            if stream_out in readable:
+                data = os.read(stream_out, 65536)
+                if not data:
+                    return None
+                for kind, payload in reader.feed(data):
+                    if kind == b"o":
+                        _write_all(out_fd, payload)
+                    elif kind == b"x":
+                        end = json.loads(payload.decode())
+                        return SessionResult(exit_code=end.get("code", 0), new_history=end.get("history", []))
+            if time.monotonic() - last_ping > PING_EVERY_S:
+                _write_all(stream_in, frame(b"p"))
+                last_ping = time.monotonic()
+    except (BrokenPipeError, ConnectionResetError):
+        return None
+    finally:
+        signal.signal(signal.SIGWINCH, previous)
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+        if proc.poll() is None:
+            proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(2)

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pypod import agent
+from pypod.agent.session import FrameReader, frame
+from pypod.history import merge_back, read_entries
+
+
+def test_merge_back_appends_new_entries_and_keeps_old(tmp_path: Path):
+    path = tmp_path / "hist"
+    path.write_text("a\nb")
+    # An entry repeating the one before it is not stored twice.
+    assert merge_back(path, ["b", "c", "c", "d"]) == 2
+    assert read_entries(path) == ["a", "b", "c", "d"]
+    assert path.read_text().endswith("d\n")
+
+
+def test_concurrent_merges_lose_nothing(tmp_path: Path):
+    path = tmp_path / "hist"
+    threads = [threading.Thread(target=merge_back, args=(path, [f"t{i}-{j}" for j in range(50)])) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    entries = read_entries(path)
+    assert sorted(entries) == sorted(f"t{i}-{j}" for i in range(8) for j in range(50))
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from([b"i", b"o", b"w", b"x", b"p"]), st.binary(max_size=300)), max_size=20),
+    st.integers(min_value=1, max_value=50),
+)
+def test_frames_survive_any_chunking(messages, chunk):
+    wire = b"".join(frame(k, p) for k, p in messages)
+    reader = FrameReader()
+    got = []
+    for i in range(0, len(wire), chunk):
+        got += reader.feed(wire[i : i + chunk])
+    assert got == messages
+
+
+def test_agent_payload_fits_one_environment_string():
+    assert len(agent.agent_payload()) < 128 * 1024
+    command = agent.host_command("python3", 900, False, None)
+    assert command[:2] == ["python3", "-c"]
+    assert command[-2:] == ["--", "auto"]
