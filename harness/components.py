@@ -523,13 +523,12 @@ def kwok_nodes(count: int) -> list[dict]:
     return nodes
 
 
-RESTRICTED_RULES = [
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete"]},
-    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-    {"apiGroups": [""], "resources": ["pods/exec", "pods/attach", "pods/portforward"], "verbs": ["create", "get"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "delete"]},
-]
+def restricted_rules() -> list[dict]:
+    """The restricted user gets exactly the minimal Role pypod documents (`pypod rbac`),
+    so the tests prove that Role is enough, and that it is no more."""
+    from pypod.rbac import RULES
+
+    return RULES
 
 
 def restricted_user_objects(user: str) -> list[dict]:
@@ -540,7 +539,7 @@ def restricted_user_objects(user: str) -> list[dict]:
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
             "metadata": {"name": "pypod-user", "namespace": RESTRICTED_NAMESPACE},
-            "rules": RESTRICTED_RULES,
+            "rules": restricted_rules(),
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",

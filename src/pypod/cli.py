@@ -16,7 +16,7 @@ import click
 
 from .errors import PypodError
 
-COMMANDS = ("start", "run", "attach", "ps", "logs", "rm", "template")
+COMMANDS = ("start", "run", "attach", "ps", "logs", "rm", "template", "rbac")
 
 
 def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -102,9 +102,9 @@ def run(script: str, args: tuple[str, ...], **flags: Any) -> None:
 
 def _connect(namespace: str | None, context: str | None, kubeconfig: str | None):  # type: ignore[no-untyped-def]
     from .session import Output, Session
-    from .settings import Settings
 
-    return Session(Settings(namespace=namespace, context=context, kubeconfig=kubeconfig), Output())
+    settings, _project = _settings({"namespace": namespace, "context": context, "kubeconfig": kubeconfig})
+    return Session(settings, Output())
 
 
 def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -177,6 +177,20 @@ def template(output: str, force: bool) -> None:
     click.echo(f"wrote {path}; use it with: pypod --template {path}")
 
 
+@main_group.command()
+@click.option("--namespace", "-n", default="default", show_default=True)
+@click.option("--user", help="Grant it to this User.")
+@click.option("--service-account", default="default", show_default=True, help="Or to this ServiceAccount.")
+def rbac(namespace: str, user: str | None, service_account: str) -> None:
+    """Print the minimal Role (and RoleBinding) pypod needs; pipe it to `kubectl apply -f -`."""
+    import yaml
+
+    from .rbac import role_objects
+
+    kind, name = ("User", user) if user else ("ServiceAccount", service_account)
+    click.echo(yaml.safe_dump_all(role_objects(namespace, kind, name), sort_keys=False), nl=False)
+
+
 def _route(argv: list[str]) -> list[str]:
     """`pypod [OPTIONS] [CODE]` is `pypod start ...`; everything else goes to its command."""
     if not argv:
@@ -204,4 +218,13 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("pypod: interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:  # a bug: one line, and the traceback on request
+        if os.environ.get("PYPOD_DEBUG"):
+            raise
+        click.echo(
+            f"pypod: internal error: {type(exc).__name__}: {exc}. This is a bug in pypod; "
+            "rerun with PYPOD_DEBUG=1 for the traceback and report it",
+            err=True,
+        )
+        sys.exit(1)
     sys.exit(0)

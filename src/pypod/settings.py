@@ -48,7 +48,7 @@ class Settings:
     detach: bool = False
     port_forwards: tuple[str, ...] = ()
     workdir: str = "/workspace"
-    history_file: str = "~/.pypod/history"
+    history_file: str = "~/.python_history"  # shared with local Python, as julia_pod shares Julia's
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> Settings:

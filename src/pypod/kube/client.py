@@ -52,9 +52,12 @@ def connect(kubeconfig: str | None, context: str | None, namespace: str | None):
             raise KubeconfigError(
                 f"cannot read kubeconfig {path}: {exc}", hint="fix the file or set KUBECONFIG"
             ) from exc
-        single = config.get(context_name=context)
+        try:
+            single = config.get(context_name=context)
+        except ConfigError:
+            single = None
         if single is None:
-            known = ", ".join(sorted(config.contexts)) or "none"
+            known = ", ".join(sorted(getattr(config, "contexts", {}) or {})) or "none"
             raise KubeconfigError(
                 f"context {context!r} is not in {path}",
                 hint=f"known contexts: {known}; pick one with --context",
