@@ -182,7 +182,7 @@ def test_a_hundred_character_branch_gives_a_valid_run(env, kube, namespace, tmp_
     result = run_cli(["print('branch ok')"], env, cwd=project)
     assert result.returncode == 0, result.stderr
     assert "branch ok" in result.stdout
-    created = [line for line in result.stderr.splitlines() if line.startswith("run ")][0]
+    created = next(line for line in result.stderr.splitlines() if line.startswith("run "))
     name = created.split()[1]
     assert name.startswith("weird-repo-name-feature-very-")
     assert len(name) <= 57
