@@ -30,6 +30,19 @@ def _retry_with_backoff(exc: Exception, count: int):  # type: ignore[no-untyped-
     return OnErrorResult(OnErrorAction.RETRY, sleep=RETRY_SLEEP_S[min(count, len(RETRY_SLEEP_S) - 1)])
 
 
+def prime_decoders(*resources: Any) -> None:
+    """Build msgspec's type info for `resources` in the calling thread.
+
+    lightkube decodes with msgspec, which builds a type's decoder on first use; two
+    threads doing that at once for related types crashed the process (SIGSEGV seen
+    with msgspec 0.22 in lightkube 1.0.1's watch). Built once up front, it is only read.
+    """
+    import msgspec
+
+    for resource in resources:
+        msgspec.json.Decoder(resource)
+
+
 @dataclass
 class RunState:
     """The latest of everything watched, as plain dicts."""
@@ -68,6 +81,7 @@ class RunWatcher:
         from lightkube.resources.batch_v1 import Job
         from lightkube.resources.core_v1 import Event, Pod
 
+        prime_decoders(Job, Pod, Event)
         run_label = {"pypod.dev/run": self.run_name}
         self._spawn("job", Job, fields={"metadata.name": self.run_name})
         self._spawn("pod", Pod, labels=run_label)

@@ -1,0 +1,141 @@
+"""Launch speed: `pypod --help` against `python -c pass`, and pypod's own overhead from
+invocation to the REPL prompt, net of the time Kubernetes takes to make the pod run.
+
+    python benchmarks/launch.py [--runs 5]
+
+Starts the harness if it is not up (and stops it again afterwards).
+Prints `BENCH <name> <value> <unit>` lines. The anchor, julia_pod, sleeps 8 s and
+then polls kubectl in a loop; it needs docker and devspace, so it cannot run here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from harness import cluster as harness_cluster  # noqa: E402
+from harness.layout import Layout  # noqa: E402
+from tests.pypodcli import Terminal  # noqa: E402
+
+
+def bench(name: str, value: float, unit: str) -> None:
+    print(f"BENCH {name} {value:.3f} {unit}", flush=True)
+
+
+def time_command(argv: list[str], runs: int) -> float:
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def help_ratio(runs: int) -> None:
+    pypod_help = time_command([sys.executable, "-m", "pypod", "--help"], runs)
+    python_pass = time_command([sys.executable, "-c", "pass"], runs)
+    bench("help_s", pypod_help, "s")
+    bench("python_pass_s", python_pass, "s")
+    bench("help_ratio", pypod_help / python_pass, "ratio")
+
+
+class PodClock:
+    """Watches a namespace and notes when the Job appeared and when its pod first ran."""
+
+    def __init__(self, client, namespace: str) -> None:  # type: ignore[no-untyped-def]
+        self.client = client
+        self.namespace = namespace
+        self.job_seen: float | None = None
+        self.pod_running: float | None = None
+        threading.Thread(target=self._jobs, daemon=True).start()
+        threading.Thread(target=self._pods, daemon=True).start()
+
+    def _jobs(self) -> None:
+        from lightkube.resources.batch_v1 import Job
+
+        for _event, _job in self.client.watch(Job, namespace=self.namespace):
+            if self.job_seen is None:
+                self.job_seen = time.monotonic()
+
+    def _pods(self) -> None:
+        from lightkube.resources.core_v1 import Pod
+
+        for _event, pod in self.client.watch(Pod, namespace=self.namespace):
+            if self.pod_running is None and pod.status and pod.status.phase == "Running":
+                self.pod_running = time.monotonic()
+
+
+def launch_overhead(info, runs: int) -> None:  # type: ignore[no-untyped-def]
+    from lightkube import Client, KubeConfig
+    from lightkube.resources.batch_v1 import Job
+    from lightkube.resources.core_v1 import Namespace, Pod
+
+    from pypod.kube.watch import prime_decoders
+
+    prime_decoders(Job, Pod)
+    client = Client(KubeConfig.from_file(info.admin_kubeconfig))
+    totals, kube_times, overheads = [], [], []
+    with tempfile.TemporaryDirectory() as home:
+        for _ in range(runs):
+            namespace = f"bench-{uuid.uuid4().hex[:8]}"
+            client.create(Namespace.from_dict({"metadata": {"name": namespace}}))
+            from lightkube.resources.core_v1 import ServiceAccount
+
+            while not any(sa.metadata.name == "default" for sa in client.list(ServiceAccount, namespace=namespace)):
+                time.sleep(0.1)
+            clock = PodClock(client, namespace)
+            time.sleep(0.5)  # let the watches start
+            env = dict(
+                os.environ,
+                HOME=home,
+                KUBECONFIG=info.admin_kubeconfig,
+                KUBERNETES_NAMESPACE=namespace,
+                PYPOD_IMAGE=info.base_image,
+                PYPOD_KUBECTL=info.kubectl,
+            )
+            started = time.monotonic()
+            term = Terminal([], env, cwd=Path(home))
+            term.expect(">>> ", 120)
+            prompt = time.monotonic()
+            term.line("exit()")
+            term.wait(60)
+            assert clock.job_seen and clock.pod_running, "the watches missed the run"
+            kube_time = clock.pod_running - clock.job_seen
+            totals.append(prompt - started)
+            kube_times.append(kube_time)
+            overheads.append(prompt - started - kube_time)
+            client.delete(Namespace, namespace)
+    bench("launch_total_s", statistics.median(totals), "s")
+    bench("launch_kubernetes_pod_start_s", statistics.median(kube_times), "s")
+    bench("launch_overhead_s", statistics.median(overheads), "s")
+    bench("launch_overhead_julia_pod_sleep_s", 8.0, "s (julia_pod's fixed sleep before polling; not run here)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    help_ratio(max(args.runs, 5))
+    layout = Layout.default()
+    started_here = not harness_cluster.is_up(layout)
+    info = harness_cluster.up(layout, report=lambda m: print(m, file=sys.stderr))
+    try:
+        launch_overhead(info, args.runs)
+    finally:
+        if started_here:
+            harness_cluster.down(layout, report=lambda m: print(m, file=sys.stderr))
+
+
+if __name__ == "__main__":
+    main()
