@@ -82,6 +82,7 @@ class ClusterInfo:
             "CONTAINERS_CONF": self.containers_conf,
             "IMAGE_REPO": f"{self.registry}/pypod",
             "PYPOD_KUBECTL": self.kubectl,
+            "PYPOD_BASE_IMAGE": self.base_image,
         }
 
 

@@ -35,13 +35,10 @@ class RunRequest:
     dry_run: bool = False
 
 
-def plan_run(settings: Settings, project: Project, request: RunRequest, user: str, now: float | None = None) -> RunSpec:
-    """Pure: the RunSpec for this request."""
-    if not settings.image:
-        raise UsageError(
-            "no image to run: pypod does not build project images yet",
-            hint="pass --image (e.g. the harness's $PYPOD_HARNESS_BASE_IMAGE) or set image in [tool.pypod]",
-        )
+def plan_run(
+    settings: Settings, project: Project, request: RunRequest, user: str, image: str, now: float | None = None
+) -> RunSpec:
+    """Pure: the RunSpec for this request, to run `image`."""
     name = settings.runid or run_name(project.name, project.git.branch, now=now)
     problem = validate_run_name(name)
     if problem:
@@ -56,7 +53,7 @@ def plan_run(settings: Settings, project: Project, request: RunRequest, user: st
         extra_env = (("PYTHONUNBUFFERED", "1"),)
     return RunSpec(
         name=name,
-        image=settings.image,
+        image=image,
         command=command,
         mode=request.mode,
         repo=project.name,
@@ -259,14 +256,23 @@ def start(settings: Settings, project: Project, request: RunRequest, out: Output
     """`pypod`, `pypod CODE`, `pypod run SCRIPT`: returns pypod's exit code."""
     import yaml
 
-    spec = plan_run(settings, project, request, local_user())
     template_text, template_source = read_template(settings)
-    job = driver_job(spec, template_text, template_source)
     if request.dry_run:
-        shown = _redact_agent(job)
-        sys.stdout.write(yaml.safe_dump(shown, sort_keys=False))
-        sys.stdout.write(f"# image: {spec.image} (given; nothing to build)\n")
+        image = settings.image or f"{settings.image_repo or '<IMAGE_REPO>'}:<tag of this project's source>"
+        spec = plan_run(settings, project, request, local_user(), image)
+        job = driver_job(spec, template_text, template_source)
+        sys.stdout.write(yaml.safe_dump(_redact_agent(job), sort_keys=False))
+        if settings.image:
+            sys.stdout.write(f"# image: {settings.image} (given; nothing to build)\n")
+        else:
+            sys.stdout.write(
+                f"# image: would append the project's source to {settings.base_image} "
+                f"and push it to {settings.image_repo or '<IMAGE_REPO>'}\n"
+            )
         return 0
+    image = settings.image or ship_image(settings, project, out)
+    spec = plan_run(settings, project, request, local_user(), image)
+    job = driver_job(spec, template_text, template_source)
     session = Session(settings, out)
     session.create_job(job)
     out.info(f"run {spec.name} created in namespace {session.namespace}")
@@ -298,6 +304,16 @@ def start(settings: Settings, project: Project, request: RunRequest, out: Output
         out.info(f"interrupted; deleting {spec.name}")
         session.delete_job(spec.name)
         return 130
+
+
+def ship_image(settings: Settings, project: Project, out: Output) -> str:
+    from .image.ship import ship_source_image
+
+    out.status("preparing the project's image")
+    shipped = ship_source_image(project, settings.base_image, settings.image_repo, report=out.status)
+    out.done()
+    out.info(shipped.summary())
+    return shipped.reference
 
 
 def _redact_agent(job: dict[str, Any]) -> dict[str, Any]:

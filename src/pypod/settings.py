@@ -34,6 +34,7 @@ class Settings:
     service_account: str | None = None
     image: str | None = None
     image_repo: str | None = None
+    base_image: str = "docker.io/library/python:3.12-slim"
     cpu: str | None = None
     memory: str | None = None
     gpu: int = 0

@@ -1,0 +1,291 @@
+"""Speak the OCI distribution API: look images up, and append the source layer to a
+dependency image without a daemon or a rebuild, in the manner of `crane append`.
+
+Transport and auth (anonymous, basic, bearer token; ~/.docker/config.json) are
+oras-py's. pypod adds what oras-py leaves out: manifest lists, docker media
+types, cross-repository blob mounts, and the config rewrite.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import PypodError
+from .layer import LAYER_MEDIA_TYPE, Layer
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+ACCEPT = [OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_LIST]
+# Docker's media types have exact OCI equivalents; the blobs are the same bytes.
+TO_OCI = {
+    "application/vnd.docker.image.rootfs.diff.tar.gzip": LAYER_MEDIA_TYPE,
+    "application/vnd.docker.container.image.v1+json": OCI_CONFIG,
+}
+
+
+class RegistryError(PypodError):
+    exit_code = 75
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    registry: str
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ImageRef:
+        rest, _, digest = text.partition("@")
+        first, _, remainder = rest.partition("/")
+        if not remainder or ("." not in first and ":" not in first and first != "localhost"):
+            raise RegistryError(
+                f"image {text!r} names no registry host",
+                hint="use a full reference such as registry.example.com/team/app or 127.0.0.1:5000/app",
+            )
+        repository, tag = remainder, None
+        if ":" in remainder.rsplit("/", 1)[-1]:
+            repository, _, tag = remainder.rpartition(":")
+        return cls(first, repository, tag, digest or None)
+
+    def with_tag(self, tag: str) -> ImageRef:
+        return ImageRef(self.registry, self.repository, tag, None)
+
+    def with_digest(self, digest: str) -> ImageRef:
+        return ImageRef(self.registry, self.repository, None, digest)
+
+    @property
+    def reference(self) -> str:
+        return self.digest or self.tag or "latest"
+
+    def __str__(self) -> str:
+        if self.digest:
+            return f"{self.registry}/{self.repository}@{self.digest}"
+        return f"{self.registry}/{self.repository}:{self.tag or 'latest'}"
+
+
+def is_insecure(registry: str) -> bool:
+    """Plain HTTP for loopback registries and those listed in PYPOD_INSECURE_REGISTRIES."""
+    host = registry.rsplit(":", 1)[0]
+    listed = {r.strip() for r in os.environ.get("PYPOD_INSECURE_REGISTRIES", "").split(",") if r.strip()}
+    return host in ("localhost", "127.0.0.1", "::1") or registry in listed or host in listed
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class PushReport:
+    uploaded_bytes: int = 0
+    uploaded_blobs: int = 0
+    mounted_blobs: int = 0
+    skipped_blobs: int = 0
+
+
+class Registry:
+    """One registry host; thin over oras-py's Registry."""
+
+    def __init__(self, host: str) -> None:
+        import oras.provider
+
+        self.host = host
+        self.insecure = is_insecure(host)
+        self.prefix = "http" if self.insecure else "https"
+        self.oras = oras.provider.Registry(hostname=host, insecure=self.insecure, auth_backend="token")
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        import requests
+
+        try:
+            yield
+        except requests.ConnectionError as exc:
+            raise RegistryError(
+                f"registry {self.host} is unreachable while trying to {what}",
+                hint="check the registry address in --image/IMAGE_REPO and that it is running",
+            ) from exc
+        except ValueError as exc:  # oras raises ValueError when auth cannot be satisfied
+            raise RegistryError(
+                f"registry {self.host} refused our credentials while trying to {what}: {exc}",
+                hint=f"log in (docker login {self.host}) or fix ~/.docker/config.json",
+            ) from exc
+
+    def _request(self, method: str, path: str, **kwargs: Any):  # type: ignore[no-untyped-def]
+        from oras.container import Container
+
+        # oras loads credentials per repository; give it one for this host.
+        repository = path.split("/")[2] if path.count("/") > 2 else "library"
+        self.oras.auth.load_configs(Container(f"{self.host}/{repository}"))
+        response = self.oras.do_request(f"{self.prefix}://{self.host}{path}", method, **kwargs)
+        if response.status_code in (401, 403):
+            raise RegistryError(
+                f"registry {self.host} answered {response.status_code} to {method} {path}",
+                hint=f"log in to {self.host} (docker login) or check your permissions on it",
+            )
+        return response
+
+    # -- reading -------------------------------------------------------------
+    def manifest_digest(self, ref: ImageRef) -> str | None:
+        """The digest a tag points at, or None if it does not exist (HEAD only)."""
+        with self._errors(f"look up {ref}"):
+            response = self._request(
+                "HEAD", f"/v2/{ref.repository}/manifests/{ref.reference}", headers={"Accept": ", ".join(ACCEPT)}
+            )
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise RegistryError(f"HEAD {ref} answered {response.status_code}")
+        return response.headers.get("Docker-Content-Digest")
+
+    def manifest(self, ref: ImageRef, platform: str = "linux/amd64") -> tuple[str, dict[str, Any]]:
+        """(digest, manifest) of an image; a manifest list is resolved for `platform`."""
+        with self._errors(f"read {ref}"):
+            response = self._request(
+                "GET", f"/v2/{ref.repository}/manifests/{ref.reference}", headers={"Accept": ", ".join(ACCEPT)}
+            )
+        if response.status_code == 404:
+            raise RegistryError(f"image {ref} not found", hint="check the name and tag, or push it first")
+        if response.status_code != 200:
+            raise RegistryError(f"GET manifest {ref} answered {response.status_code}: {response.text[:200]}")
+        manifest = response.json()
+        digest = response.headers.get("Docker-Content-Digest") or sha256_digest(response.content)
+        if manifest.get("mediaType") in (OCI_INDEX, DOCKER_LIST) or "manifests" in manifest:
+            os_name, arch = platform.split("/")[:2]
+            for entry in manifest["manifests"]:
+                plat = entry.get("platform", {})
+                if plat.get("os") == os_name and plat.get("architecture") == arch:
+                    return self.manifest(ref.with_digest(entry["digest"]), platform)
+            raise RegistryError(f"image {ref} has no {platform} variant", hint="pick an image built for it")
+        return digest, manifest
+
+    def blob_json(self, ref: ImageRef, digest: str) -> dict[str, Any]:
+        with self._errors(f"read a blob of {ref}"):
+            response = self._request("GET", f"/v2/{ref.repository}/blobs/{digest}")
+        if response.status_code != 200:
+            raise RegistryError(f"GET blob {digest} of {ref} answered {response.status_code}")
+        return response.json()
+
+    def has_blob(self, repository: str, digest: str) -> bool:
+        with self._errors("check a blob"):
+            return self._request("HEAD", f"/v2/{repository}/blobs/{digest}").status_code == 200
+
+    # -- writing -------------------------------------------------------------
+    def _mount(self, repository: str, digest: str, source: str) -> bool:
+        with self._errors("mount a blob"):
+            response = self._request("POST", f"/v2/{repository}/blobs/uploads/?mount={digest}&from={source}")
+        return response.status_code == 201
+
+    def _upload(self, repository: str, path: Path, digest: str) -> None:
+        with self._errors("upload a blob"):
+            start = self._request("POST", f"/v2/{repository}/blobs/uploads/")
+            if start.status_code != 202:
+                raise RegistryError(f"starting an upload to {repository} answered {start.status_code}")
+            location = start.headers["Location"]
+            if location.startswith("/"):
+                location = f"{self.prefix}://{self.host}{location}"
+            separator = "&" if "?" in location else "?"
+            with open(path, "rb") as data:  # requests streams a file object; it is never read whole
+                response = self.oras.session.put(
+                    f"{location}{separator}digest={digest}",
+                    data=data,
+                    headers={"Content-Type": "application/octet-stream", **self.oras.auth.get_auth_header()},
+                    verify=not self.insecure,
+                )
+        if response.status_code != 201:
+            raise RegistryError(f"uploading {digest} to {repository} answered {response.status_code}")
+
+    def ensure_blob(
+        self, repository: str, digest: str, path: Path | None, report: PushReport, mount_from: str | None = None
+    ) -> None:
+        """Make `digest` present in `repository`: skip, mount from a sibling, or upload."""
+        if self.has_blob(repository, digest):
+            report.skipped_blobs += 1
+            return
+        if mount_from and mount_from != repository and self._mount(repository, digest, mount_from):
+            report.mounted_blobs += 1
+            return
+        if path is None:
+            raise RegistryError(f"blob {digest} is missing from {repository} and could not be mounted")
+        self._upload(repository, path, digest)
+        report.uploaded_blobs += 1
+        report.uploaded_bytes += path.stat().st_size
+
+    def put_manifest(self, ref: ImageRef, manifest: dict[str, Any]) -> str:
+        body = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+        with self._errors(f"push {ref}"):
+            response = self._request(
+                "PUT",
+                f"/v2/{ref.repository}/manifests/{ref.reference}",
+                data=body,
+                headers={"Content-Type": manifest.get("mediaType", OCI_MANIFEST)},
+            )
+        if response.status_code not in (200, 201):
+            raise RegistryError(f"pushing manifest {ref} answered {response.status_code}: {response.text[:200]}")
+        return response.headers.get("Docker-Content-Digest") or sha256_digest(body)
+
+
+def appended_config(config: dict[str, Any], layer: Layer, workdir: str) -> dict[str, Any]:
+    """Pure: the base image's config with one more layer, its history, and the working dir."""
+    new = copy.deepcopy(config)
+    new.setdefault("rootfs", {"type": "layers", "diff_ids": []})["diff_ids"].append(layer.diff_id)
+    new.setdefault("history", []).append(
+        {"created_by": f"pypod: source layer ({layer.files} files)", "created": "1970-01-01T00:00:00Z"}
+    )
+    new.setdefault("config", {})["WorkingDir"] = workdir
+    return new
+
+
+def appended_manifest(base: dict[str, Any], config_digest: str, config_size: int, layer: Layer) -> dict[str, Any]:
+    """Pure: an OCI manifest of the base's layers plus ours, with the new config."""
+    layers = [
+        {
+            "mediaType": TO_OCI.get(entry["mediaType"], entry["mediaType"]),
+            "digest": entry["digest"],
+            "size": entry["size"],
+        }
+        for entry in base["layers"]
+    ]
+    layers.append({"mediaType": LAYER_MEDIA_TYPE, "digest": layer.digest, "size": layer.size})
+    return {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config_size},
+        "layers": layers,
+    }
+
+
+def append_layer(base: ImageRef, layer: Layer, target: ImageRef, workdir: str = "/workspace") -> tuple[str, PushReport]:
+    """Push `target` = `base` + `layer`; returns the new manifest digest and what was sent."""
+    if base.registry != target.registry:
+        raise RegistryError(
+            f"the dependency image {base} and the target {target} are in different registries",
+            hint="set IMAGE_REPO in the same registry as the dependency image",
+        )
+    registry = Registry(target.registry)
+    report = PushReport()
+    _digest, manifest = registry.manifest(base)
+    config = registry.blob_json(base, manifest["config"]["digest"])
+    for entry in manifest["layers"]:
+        registry.ensure_blob(target.repository, entry["digest"], None, report, mount_from=base.repository)
+    registry.ensure_blob(target.repository, layer.digest, layer.path, report)
+    config_bytes = json.dumps(appended_config(config, layer, workdir), separators=(",", ":"), sort_keys=True).encode()
+    config_digest = sha256_digest(config_bytes)
+    with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
+        tmp.write(config_bytes)
+        tmp.flush()
+        registry.ensure_blob(target.repository, config_digest, Path(tmp.name), report)
+    digest = registry.put_manifest(target, appended_manifest(manifest, config_digest, len(config_bytes), layer))
+    return digest, report
