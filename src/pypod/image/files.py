@@ -17,14 +17,14 @@ ALWAYS_EXCLUDED = (".git/", "__pycache__/", "*.pyc", ".venv/", ".ipynb_checkpoin
 IGNORE_FILES = (".dockerignore", ".pypodignore")
 
 
-def exclusion_spec(root: Path, extra: Iterable[str] = ()) -> pathspec.PathSpec:
+def exclusion_spec(root: Path, extra: Iterable[str] = ()) -> pathspec.GitIgnoreSpec:
     patterns = list(ALWAYS_EXCLUDED)
     for name in IGNORE_FILES:
         path = root / name
         if path.exists():
             patterns += [line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
     patterns += list(extra)
-    return pathspec.PathSpec.from_lines("gitwildmatch", patterns)
+    return pathspec.GitIgnoreSpec.from_lines(patterns)
 
 
 def _git_files(root: Path) -> list[str] | None:

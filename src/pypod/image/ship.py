@@ -29,6 +29,8 @@ class ShippedImage:
     pushed_bytes: int
     reused: bool
     seconds: float
+    pushed_blobs: int = 0
+    layer_digest: str = ""
 
     def summary(self) -> str:
         if self.reused:
@@ -100,4 +102,6 @@ def ship_source_image(
         pushed.uploaded_bytes,
         False,
         time.monotonic() - started,
+        pushed.uploaded_blobs,
+        layer.digest,
     )

@@ -1,0 +1,119 @@
+"""The source layer and its tag: reproducible, content-addressed, within limits."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from pypod.image.files import project_files
+from pypod.image.layer import build_layer
+from pypod.image.registry import ImageRef, RegistryError, appended_config, appended_manifest
+from pypod.image.tag import MAX_TAG, image_tag, source_fingerprint
+
+
+def make_project(root: Path) -> Path:
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "__init__.py").write_text("X = 1\n")
+    (root / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (root / "run.sh").chmod(0o755)
+    (root / "pkg" / "__pycache__").mkdir()
+    (root / "pkg" / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    (root / ".pypodignore").write_text("data/\n*.log\n")
+    (root / "data").mkdir()
+    (root / "data" / "big.bin").write_bytes(b"0" * 10)
+    (root / "debug.log").write_text("noise")
+    return root
+
+
+def test_files_honour_ignores_and_pypods_excludes(tmp_path: Path):
+    root = make_project(tmp_path / "p")
+    assert project_files(root) == [".pypodignore", "pkg/__init__.py", "run.sh"]
+
+
+def test_files_follow_git_ignore_when_in_git(tmp_path: Path):
+    root = make_project(tmp_path / "p")
+    (root / ".gitignore").write_text("secret.txt\n")
+    (root / "secret.txt").write_text("x")
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    assert "secret.txt" not in project_files(root)
+    assert ".gitignore" in project_files(root)
+
+
+def test_layer_is_reproducible_and_keeps_the_executable_bit(tmp_path: Path):
+    root = make_project(tmp_path / "p")
+    files = project_files(root)
+    first = build_layer(root, files, tmp_path / "out1")
+    os.utime(root / "pkg" / "__init__.py", (1, 1))  # a touch changes mtimes, not the layer
+    second = build_layer(root, files, tmp_path / "out2")
+    assert first.digest == second.digest
+    assert first.diff_id == second.diff_id
+    with gzip.open(first.path) as gz:
+        raw = gz.read()
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert list(members) == [
+        "workspace",
+        "workspace/pkg",
+        "workspace/.pypodignore",
+        "workspace/pkg/__init__.py",
+        "workspace/run.sh",
+    ]
+    assert members["workspace/run.sh"].mode == 0o755
+    assert members["workspace/pkg/__init__.py"].mode == 0o644
+    assert {m.mtime for m in members.values()} == {0}
+    assert {(m.uid, m.gid, m.uname, m.gname) for m in members.values()} == {(0, 0, "", "")}
+
+
+def test_fingerprint_covers_content_and_mode_not_mtime(tmp_path: Path):
+    root = make_project(tmp_path / "p")
+    files = project_files(root)
+    cache = tmp_path / "cache"
+    base = source_fingerprint(root, files, cache)
+    assert source_fingerprint(root, files, cache) == base  # warm, from the stat cache
+    os.utime(root / "run.sh", (5, 5))
+    assert source_fingerprint(root, files, cache) == base
+    (root / "run.sh").chmod(0o644)
+    assert source_fingerprint(root, files, cache) != base
+    (root / "run.sh").chmod(0o755)
+    (root / "pkg" / "__init__.py").write_text("X = 2\n")
+    assert source_fingerprint(root, files, cache) != base
+
+
+def test_tag_is_julia_pod_shaped_and_fits_128():
+    tag = image_tag("repo", "main", "abc1234", "f" * 40, "sha256:" + "0" * 64)
+    assert tag.startswith("repo_main_commit-abc1234_sha1-")
+    long = image_tag("r" * 100, "feature/" + "b" * 150, "abc1234", "f" * 40, "dep")
+    assert len(long) <= MAX_TAG
+    assert "/" not in long
+    # The dependency key is part of the hash: a new base image means a new tag.
+    assert image_tag("repo", "main", "abc1234", "f" * 40, "sha256:" + "1" * 64) != tag
+
+
+def test_image_refs_parse_and_need_a_registry():
+    ref = ImageRef.parse("127.0.0.1:5000/team/app:v1")
+    assert (ref.registry, ref.repository, ref.tag) == ("127.0.0.1:5000", "team/app", "v1")
+    assert str(ImageRef.parse("reg.io/a@sha256:ab")) == "reg.io/a@sha256:ab"
+    with pytest.raises(RegistryError):
+        ImageRef.parse("python:3.12")
+
+
+def test_appended_config_and_manifest(tmp_path: Path):
+    root = make_project(tmp_path / "p")
+    layer = build_layer(root, project_files(root), tmp_path / "out")
+    config = {"rootfs": {"type": "layers", "diff_ids": ["sha256:base"]}, "config": {"Cmd": ["python3"]}}
+    new = appended_config(config, layer, "/workspace")
+    assert new["rootfs"]["diff_ids"] == ["sha256:base", layer.diff_id]
+    assert new["config"] == {"Cmd": ["python3"], "WorkingDir": "/workspace"}
+    assert config["rootfs"]["diff_ids"] == ["sha256:base"]  # the input is left alone
+    base = {
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": "sha256:b", "size": 3}]
+    }
+    manifest = appended_manifest(base, "sha256:c", 10, layer)
+    assert [entry["mediaType"] for entry in manifest["layers"]] == ["application/vnd.oci.image.layer.v1.tar+gzip"] * 2
+    assert manifest["layers"][-1]["digest"] == layer.digest
