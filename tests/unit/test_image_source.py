@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pypod.image.files import project_files
+from pypod.image.files import project_files, scan_project
 from pypod.image.layer import build_layer
 from pypod.image.registry import ImageRef, RegistryError, appended_config, appended_manifest
 from pypod.image.tag import MAX_TAG, image_tag, source_fingerprint
@@ -72,17 +72,16 @@ def test_layer_is_reproducible_and_keeps_the_executable_bit(tmp_path: Path):
 
 def test_fingerprint_covers_content_and_mode_not_mtime(tmp_path: Path):
     root = make_project(tmp_path / "p")
-    files = project_files(root)
     cache = tmp_path / "cache"
-    base = source_fingerprint(root, files, cache)
-    assert source_fingerprint(root, files, cache) == base  # warm, from the stat cache
+    base = source_fingerprint(root, scan_project(root), cache)
+    assert source_fingerprint(root, scan_project(root), cache) == base  # warm, from the stat cache
     os.utime(root / "run.sh", (5, 5))
-    assert source_fingerprint(root, files, cache) == base
+    assert source_fingerprint(root, scan_project(root), cache) == base
     (root / "run.sh").chmod(0o644)
-    assert source_fingerprint(root, files, cache) != base
+    assert source_fingerprint(root, scan_project(root), cache) != base
     (root / "run.sh").chmod(0o755)
     (root / "pkg" / "__init__.py").write_text("X = 2\n")
-    assert source_fingerprint(root, files, cache) != base
+    assert source_fingerprint(root, scan_project(root), cache) != base
 
 
 def test_tag_is_julia_pod_shaped_and_fits_128():
@@ -117,3 +116,19 @@ def test_appended_config_and_manifest(tmp_path: Path):
     manifest = appended_manifest(base, "sha256:c", 10, layer)
     assert [entry["mediaType"] for entry in manifest["layers"]] == ["application/vnd.oci.image.layer.v1.tar+gzip"] * 2
     assert manifest["layers"][-1]["digest"] == layer.digest
+
+
+def test_fingerprint_is_the_same_from_git_index_and_from_the_files(tmp_path: Path):
+    plain = make_project(tmp_path / "plain")
+    tracked = make_project(tmp_path / "tracked")
+    (tracked / "link").symlink_to("run.sh")
+    (plain / "link").symlink_to("run.sh")
+    subprocess.run(["git", "init", "-q"], cwd=tracked, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=tracked, check=True)
+    from_git = source_fingerprint(tracked, scan_project(tracked), None)
+    from_files = source_fingerprint(plain, scan_project(plain), None)
+    assert project_files(tracked) == project_files(plain)
+    assert from_git == from_files
+    # An edit not yet staged is seen through git's own change detection.
+    (tracked / "pkg" / "__init__.py").write_text("X = 3\n")
+    assert source_fingerprint(tracked, scan_project(tracked), None) != from_git

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..project import Project
-from .files import project_files
+from .files import scan_project
 from .layer import WORKDIR, build_layer
 from .registry import ImageRef, Registry, append_layer
 from .tag import CACHE_DIR, image_tag, source_fingerprint
@@ -79,8 +79,9 @@ def ship_source_image(
         raise UsageError(
             f"base image {base} is not in its registry", hint="push it, or choose another with --base-image"
         )
-    files = project_files(project.root, excludes)
-    source_hash = source_fingerprint(project.root, files)
+    scan = scan_project(project.root, excludes)
+    files = scan.files
+    source_hash = source_fingerprint(project.root, scan)
     tag = image_tag(project.name, project.git.branch, project.git.commit, source_hash, base_digest)
     target = target_repo.with_tag(tag)
     existing = registry.manifest_digest(target)

@@ -4,8 +4,10 @@
 
 The hash covers exactly the source layer's content (paths, executable bits, file
 bytes, symlink targets) and the dependency key; not `.git`, not mtimes, not the
-order the filesystem lists things in. File hashes are cached by (size, mtime,
-ctime, inode), as git's index does, so a warm run only stats the files.
+order the filesystem lists things in. Each file is named by its git blob id. In a
+git repository the index already holds those ids for unmodified tracked files,
+and `git diff-files` (git's own stat cache) says which changed; everything else is
+hashed here, cached by (size, mtime, ctime, inode).
 """
 
 from __future__ import annotations
@@ -17,48 +19,80 @@ import re
 import stat
 from pathlib import Path
 
+from .files import ProjectScan
+
 MAX_TAG = 128
 _NOT_TAG = re.compile(r"[^A-Za-z0-9_.-]+")
 CACHE_DIR = Path(os.environ.get("PYPOD_CACHE", "~/.cache/pypod")).expanduser() / "fingerprints"
 
 
-def _file_digest(path: Path, st: os.stat_result) -> str:
+def _file_digest(path: str, st: os.stat_result) -> str:
+    """The git blob id of a file (or of a symlink's target)."""
     if stat.S_ISLNK(st.st_mode):
-        return "link:" + hashlib.sha1(os.readlink(path).encode(errors="surrogateescape")).hexdigest()
-    digest = hashlib.sha1()
+        target = os.readlink(path).encode(errors="surrogateescape")
+        return hashlib.sha1(b"blob %d\0" % len(target) + target).hexdigest()
+    digest = hashlib.sha1(b"blob %d\0" % st.st_size)
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
-def source_fingerprint(root: Path, files: list[str], cache_dir: Path | None = CACHE_DIR) -> str:
-    """sha1 over (path, executable?, content digest) of every file, in sorted order."""
-    cache_file = None
+def _cache_path(cache_dir: Path, root: Path) -> Path:
+    return cache_dir / (hashlib.sha1(str(root.resolve()).encode()).hexdigest() + ".json")
+
+
+def source_fingerprint(root: Path, scan: ProjectScan, cache_dir: Path | None = CACHE_DIR) -> str:
+    """sha1 over (path, executable?, git blob id) of every file, in sorted order."""
+    known = scan.git_blobs
+    hashed = _hash_files(root, [rel for rel in scan.files if rel not in known], cache_dir)
+    lines = []
+    for rel in scan.files:
+        entry = known.get(rel) or hashed[rel]
+        lines.append(f"{rel}\0{entry[0]}\0{entry[1:]}\n")
+    return hashlib.sha1("".join(lines).encode(errors="surrogateescape")).hexdigest()
+
+
+def _hash_files(root: Path, files: list[str], cache_dir: Path | None) -> dict[str, str]:
+    """Path -> "<x or -><blob id>", from the stat cache where the file is unchanged."""
+    result: dict[str, str] = {}
+    if not files:
+        return result
     cache: dict[str, list] = {}
-    if cache_dir is not None:
-        cache_file = cache_dir / (hashlib.sha1(str(root.resolve()).encode()).hexdigest() + ".json")
+    cache_file = _cache_path(cache_dir, root) if cache_dir is not None else None
+    if cache_file is not None:
         try:
             cache = json.loads(cache_file.read_text())
         except (OSError, ValueError):
             cache = {}
     fresh: dict[str, list] = {}
-    total = hashlib.sha1()
-    for rel in sorted(files):
-        path = root / rel
-        st = path.lstat()
-        key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    changed = False
+    prefix = str(root) + os.sep
+    for rel in files:
+        path = prefix + rel
+        st = os.lstat(path)
         cached = cache.get(rel)
-        digest = cached[4] if cached and cached[:4] == key else _file_digest(path, st)
-        fresh[rel] = [*key, digest]
+        if (
+            cached
+            and cached[0] == st.st_size
+            and cached[1] == st.st_mtime_ns
+            and cached[2] == st.st_ctime_ns
+            and cached[3] == st.st_ino
+        ):
+            digest = cached[4]
+            fresh[rel] = cached
+        else:
+            digest = _file_digest(path, st)
+            fresh[rel] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, digest]
+            changed = True
         executable = "x" if st.st_mode & 0o111 and not stat.S_ISLNK(st.st_mode) else "-"
-        total.update(f"{rel}\0{executable}\0{digest}\n".encode(errors="surrogateescape"))
-    if cache_file is not None and fresh != cache:
+        result[rel] = executable + digest
+    if cache_file is not None and (changed or len(fresh) != len(cache)):
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(fresh))
         os.replace(tmp, cache_file)
-    return total.hexdigest()
+    return result
 
 
 def tag_part(text: str) -> str:
