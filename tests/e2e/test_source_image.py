@@ -123,3 +123,26 @@ def test_pypod_run_without_image_runs_the_projects_code_in_a_pod(cluster, namesp
     assert result.returncode == 0, result.stderr
     assert "answer 42" in result.stdout
     assert "image shipme_" in result.stderr
+
+
+def test_a_delta_layer_edits_and_deletes_files_in_the_pod(cluster, namespace, tmp_path):
+    root = project(tmp_path, "deltas")
+    (root / "gone.py").write_text("print('should be deleted')\n")
+    repo = f"{cluster.registry}/e2e-delta-{uuid.uuid4().hex[:8]}"
+    first = ship_source_image(load_project(root), cluster.base_image, repo)
+    assert not first.delta
+    (root / "gone.py").unlink()
+    (root / "app" / "main.py").write_text("print('answer', 'edited')\n")
+    second = ship_source_image(load_project(root), cluster.base_image, repo)
+    assert second.delta and second.layer_files == 2  # one edit, one whiteout
+    assert second.pushed_bytes < 2_000
+    env = cli_env(
+        tmp_path / "home",
+        {"KUBECONFIG": cluster.admin_kubeconfig, "KUBERNETES_NAMESPACE": namespace, "PYPOD_KUBECTL": cluster.kubectl},
+    )
+    (tmp_path / "home").mkdir()
+    code = "import os, runpy; print(sorted(os.listdir('.'))); runpy.run_module('app.main', run_name='__main__')"
+    result = run_cli(["--image", second.reference, code], env, cwd=root)
+    assert result.returncode == 0, result.stderr
+    assert "'gone.py'" not in result.stdout
+    assert "answer edited" in result.stdout

@@ -132,3 +132,21 @@ def test_fingerprint_is_the_same_from_git_index_and_from_the_files(tmp_path: Pat
     # An edit not yet staged is seen through git's own change detection.
     (tracked / "pkg" / "__init__.py").write_text("X = 3\n")
     assert source_fingerprint(tracked, scan_project(tracked), None) != from_git
+
+
+def test_plan_layer_ships_deltas_on_the_previous_push_and_starts_over_when_needed():
+    from pypod.image.ship import MAX_DELTA_DEPTH, ShipRecord, plan_layer
+
+    entries = {f"f{i}.py": f"-{i:040d}" for i in range(10)}
+    assert plan_layer(None, entries, "sha256:base").delta is False
+    previous = ShipRecord("sha256:base", "sha256:img", {}, {}, dict(entries), depth=0)
+    edited = dict(entries, **{"f1.py": "-" + "9" * 40, "new.py": "-" + "8" * 40})
+    del edited["f2.py"]
+    plan = plan_layer(previous, edited, "sha256:base")
+    assert (plan.delta, plan.files, plan.deleted) == (True, ["f1.py", "new.py"], ["f2.py"])
+    # A new base image, a long chain, or a change to most files: a full layer again.
+    assert plan_layer(previous, edited, "sha256:other").delta is False
+    deep = ShipRecord("sha256:base", "sha256:img", {}, {}, dict(entries), depth=MAX_DELTA_DEPTH)
+    assert plan_layer(deep, edited, "sha256:base").delta is False
+    rewritten = {rel: "x" + entry[1:] for rel, entry in entries.items()}
+    assert plan_layer(previous, rewritten, "sha256:base").files == sorted(entries)

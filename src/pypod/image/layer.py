@@ -61,8 +61,18 @@ def _parents(rel: str) -> list[str]:
     return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def build_layer(root: Path, files: list[str], out_dir: Path, prefix: str = WORKDIR) -> Layer:
-    """Write the layer for `files` (relative to `root`) under /`prefix` in the image."""
+def whiteout_name(rel: str) -> str:
+    """The OCI whiteout entry that deletes `rel` from the layers below."""
+    folder, _, name = rel.rpartition("/")
+    return f"{folder}/.wh.{name}" if folder else f".wh.{name}"
+
+
+def build_layer(
+    root: Path, files: list[str], out_dir: Path, prefix: str = WORKDIR, deleted: list[str] | None = None
+) -> Layer:
+    """Write the layer for `files` (relative to `root`) under /`prefix` in the image;
+    `deleted` paths get whiteouts, so the layer can sit on an earlier source layer."""
+    deleted = deleted or []
     out_dir.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(dir=out_dir, suffix=".tar.gz.partial")
     with os.fdopen(handle, "wb") as raw:
@@ -70,12 +80,14 @@ def build_layer(root: Path, files: list[str], out_dir: Path, prefix: str = WORKD
         with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0, compresslevel=6) as gz:
             plain = _HashingWriter(gz)
             with tarfile.open(fileobj=plain, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
-                directories = sorted({d for rel in files for d in _parents(rel)})
+                directories = sorted({d for rel in (*files, *deleted) for d in _parents(rel)})
                 tar.addfile(_directory_entry(prefix))
                 for directory in directories:
                     tar.addfile(_directory_entry(f"{prefix}/{directory}"))
                 for rel in sorted(files):
                     _add_file(tar, root / rel, f"{prefix}/{rel}")
+                for rel in sorted(deleted):
+                    tar.addfile(_normalized(tarfile.TarInfo(f"{prefix}/{whiteout_name(rel)}"), 0o644))
     digest = "sha256:" + compressed.sha.hexdigest()
     final = out_dir / f"{digest.split(':')[1]}.tar.gz"
     os.replace(tmp_name, final)

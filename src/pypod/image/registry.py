@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,12 @@ class PushReport:
     uploaded_blobs: int = 0
     mounted_blobs: int = 0
     skipped_blobs: int = 0
+
+    def add(self, other: PushReport) -> None:
+        self.uploaded_bytes += other.uploaded_bytes
+        self.uploaded_blobs += other.uploaded_blobs
+        self.mounted_blobs += other.mounted_blobs
+        self.skipped_blobs += other.skipped_blobs
 
 
 class Registry:
@@ -267,8 +274,27 @@ def appended_manifest(base: dict[str, Any], config_digest: str, config_size: int
     }
 
 
-def append_layer(base: ImageRef, layer: Layer, target: ImageRef, workdir: str = "/workspace") -> tuple[str, PushReport]:
-    """Push `target` = `base` + `layer`; returns the new manifest digest and what was sent."""
+@dataclass(frozen=True)
+class Appended:
+    digest: str
+    manifest: dict[str, Any]
+    config: dict[str, Any]
+    report: PushReport
+
+
+def append_layer(
+    base: ImageRef,
+    layer: Layer,
+    target: ImageRef,
+    workdir: str = "/workspace",
+    base_image: tuple[dict[str, Any], dict[str, Any]] | None = None,
+) -> Appended:
+    """Push `target` = `base` + `layer`.
+
+    `base_image` is (manifest, config) when the caller knows them and the base is
+    already in the target repository (an earlier push of the same project): then
+    nothing about the base is fetched or checked again.
+    """
     if base.registry != target.registry:
         raise RegistryError(
             f"the dependency image {base} and the target {target} are in different registries",
@@ -276,16 +302,31 @@ def append_layer(base: ImageRef, layer: Layer, target: ImageRef, workdir: str = 
         )
     registry = Registry(target.registry)
     report = PushReport()
-    _digest, manifest = registry.manifest(base)
-    config = registry.blob_json(base, manifest["config"]["digest"])
-    for entry in manifest["layers"]:
-        registry.ensure_blob(target.repository, entry["digest"], None, report, mount_from=base.repository)
-    registry.ensure_blob(target.repository, layer.digest, layer.path, report)
-    config_bytes = json.dumps(appended_config(config, layer, workdir), separators=(",", ":"), sort_keys=True).encode()
+    if base_image is None:
+        _digest, manifest = registry.manifest(base)
+        config = registry.blob_json(base, manifest["config"]["digest"])
+        for entry in manifest["layers"]:
+            registry.ensure_blob(target.repository, entry["digest"], None, report, mount_from=base.repository)
+    else:
+        manifest, config = base_image
+    new_config = appended_config(config, layer, workdir)
+    config_bytes = json.dumps(new_config, separators=(",", ":"), sort_keys=True).encode()
     config_digest = sha256_digest(config_bytes)
     with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
         tmp.write(config_bytes)
         tmp.flush()
-        registry.ensure_blob(target.repository, config_digest, Path(tmp.name), report)
-    digest = registry.put_manifest(target, appended_manifest(manifest, config_digest, len(config_bytes), layer))
-    return digest, report
+        # Layer and config go up side by side, each on its own connection and session.
+        uploads = [(layer.digest, layer.path), (config_digest, Path(tmp.name))]
+        reports = [PushReport() for _ in uploads]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = [
+                pool.submit(Registry(target.registry).ensure_blob, target.repository, digest, path, part)
+                for (digest, path), part in zip(uploads, reports, strict=True)
+            ]
+            for future in futures:
+                future.result()
+    for part in reports:
+        report.add(part)
+    new_manifest = appended_manifest(manifest, config_digest, len(config_bytes), layer)
+    digest = registry.put_manifest(target, new_manifest)
+    return Appended(digest, new_manifest, new_config, report)

@@ -42,15 +42,21 @@ def _cache_path(cache_dir: Path, root: Path) -> Path:
     return cache_dir / (hashlib.sha1(str(root.resolve()).encode()).hexdigest() + ".json")
 
 
-def source_fingerprint(root: Path, scan: ProjectScan, cache_dir: Path | None = CACHE_DIR) -> str:
-    """sha1 over (path, executable?, git blob id) of every file, in sorted order."""
+def file_entries(root: Path, scan: ProjectScan, cache_dir: Path | None = CACHE_DIR) -> dict[str, str]:
+    """Path -> "x" or "-" (executable bit) + git blob id, for every file of the scan."""
     known = scan.git_blobs
     hashed = _hash_files(root, [rel for rel in scan.files if rel not in known], cache_dir)
-    lines = []
-    for rel in scan.files:
-        entry = known.get(rel) or hashed[rel]
-        lines.append(f"{rel}\0{entry[0]}\0{entry[1:]}\n")
+    return {rel: known.get(rel) or hashed[rel] for rel in scan.files}
+
+
+def fingerprint(entries: dict[str, str]) -> str:
+    """sha1 over (path, executable?, git blob id) of every file, in sorted order."""
+    lines = [f"{rel}\0{entry[0]}\0{entry[1:]}\n" for rel, entry in sorted(entries.items())]
     return hashlib.sha1("".join(lines).encode(errors="surrogateescape")).hexdigest()
+
+
+def source_fingerprint(root: Path, scan: ProjectScan, cache_dir: Path | None = CACHE_DIR) -> str:
+    return fingerprint(file_entries(root, scan, cache_dir))
 
 
 def _hash_files(root: Path, files: list[str], cache_dir: Path | None) -> dict[str, str]:
