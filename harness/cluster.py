@@ -331,6 +331,21 @@ def _start_all(layout: Layout, starter: _Starter, report: Report) -> ClusterInfo
     )
 
 
+def restart_apiserver(layout: Layout | None = None, report: Report = print) -> float:
+    """Stop and start kube-apiserver with the same flags (for tests of clients that must
+    survive it); returns the seconds it was away."""
+    layout = layout or Layout.default()
+    info = ClusterInfo.load(layout.env_file)
+    ports = c.Ports(**info.ports)
+    pki = ensure_pki(layout.pki)
+    starter = _Starter(layout, report)
+    began = time.monotonic()
+    starter.procs.stop("kube-apiserver")
+    record = starter.start(c.apiserver(layout, ports, pki))
+    starter.wait(record, lambda: _http_ok(f"{info.server}/readyz", pki.tokens()["admin"], pki.ca_cert), 120)
+    return time.monotonic() - began
+
+
 def _ctr(socket_path: Path, *args: str, check: bool = True) -> str | None:
     result = subprocess.run(["ctr", "--address", str(socket_path), *args], capture_output=True, text=True)
     if result.returncode != 0:

@@ -318,3 +318,44 @@ def test_dry_run_prints_the_job_and_touches_no_cluster(env, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "kind: Job" in result.stdout
     assert "cpu: '2'" in result.stdout or 'cpu: "2"' in result.stdout
+
+
+def test_the_wait_survives_an_apiserver_restart(env, kube, namespace, tmp_path):
+    from harness.cluster import restart_apiserver
+
+    template = tmp_path / "suspended.yaml"
+    template.write_text(
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: $RUNID\nspec:\n  suspend: true\n  template:\n"
+        "    spec:\n      containers:\n      - name: driver\n        image: $IMAGE_TAG\n        command: [$COMMAND]\n"
+    )
+    waiting = subprocess.Popen(
+        [
+            "python",
+            "-m",
+            "pypod",
+            "--runid",
+            "survivor",
+            "--template",
+            str(template),
+            "--pending-timeout",
+            "120",
+            "print('ran after the restart')",
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: "survivor" in jobs_left(kube, namespace), 30)
+        time.sleep(1)  # pypod is now watching
+        away = restart_apiserver(report=lambda _m: None)
+        assert away > 0.5
+        kube.patch(Job, "survivor", {"spec": {"suspend": False}}, namespace=namespace)
+        out, err = waiting.communicate(timeout=120)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+    assert waiting.returncode == 0, err
+    assert "ran after the restart" in out
