@@ -16,13 +16,16 @@ import click
 
 from .errors import PypodError
 
-COMMANDS = ("start", "run", "attach", "ps", "logs", "rm", "template", "rbac")
+COMMANDS = ("start", "run", "attach", "ps", "logs", "rm", "template", "rbac", "plan")
 
 
 def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by every command that starts a run."""
     options = [
         click.option("--image", help="Image to run (skips building)."),
+        click.option("--base-image", help="Base for the built image (default python:3.12-slim)."),
+        click.option("--builder", type=click.Choice(["docker", "podman", "buildah"]), help="Image builder."),
+        click.option("--dockerfile", help="Build dependencies from this Dockerfile."),
         click.option("--namespace", "-n", help="Namespace (default: the context's, else 'default')."),
         click.option("--context", help="kubeconfig context."),
         click.option("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)."),
@@ -189,6 +192,29 @@ def rbac(namespace: str, user: str | None, service_account: str) -> None:
 
     kind, name = ("User", user) if user else ("ServiceAccount", service_account)
     click.echo(yaml.safe_dump_all(role_objects(namespace, kind, name), sort_keys=False), nl=False)
+
+
+@main_group.command()
+@click.option("--base-image", help="Base for the built image.")
+@click.option("--dockerfile", help="Build dependencies from this Dockerfile.")
+def plan(base_image: str | None, dockerfile: str | None) -> None:
+    """Show the environment spec found, and the dependency build it gives."""
+    from .image.detect import detect
+    from .image.dockerfile import SUPPORTED, render
+
+    settings, project = _settings({"base_image": base_image, "dockerfile": dockerfile})
+    spec = detect(project.root, settings.dockerfile)
+    click.echo(f"project:      {project.root}")
+    click.echo(f"environment:  {spec.kind}: {spec.reason}")
+    click.echo(f"files:        {', '.join(spec.files) or '-'}")
+    click.echo(f"python:       {spec.python_version or 'from the base image'}")
+    click.echo(f"base image:   {settings.base_image}")
+    if spec.kind in SUPPORTED and spec.kind != "none":
+        files = {name: (project.root / name).read_bytes() for name in spec.files}
+        build = render(spec, settings.base_image, files)
+        click.echo(f"dependency image tag: {build.tag} (the base's digest is part of the key when built)")
+        click.echo("generated Containerfile:")
+        click.echo("".join(f"  {line}\n" for line in build.containerfile.splitlines()), nl=False)
 
 
 def _route(argv: list[str]) -> list[str]:

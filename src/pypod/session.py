@@ -307,10 +307,22 @@ def start(settings: Settings, project: Project, request: RunRequest, out: Output
 
 
 def ship_image(settings: Settings, project: Project, out: Output) -> str:
-    from .image.ship import ship_source_image
+    """The dependency image (built once per dependency key), plus the source as a layer."""
+    from .image.deps import ensure_dependency_image
+    from .image.ship import ship_source_image, target_repository
 
     out.status("preparing the project's image")
-    shipped = ship_source_image(project, settings.base_image, settings.image_repo, report=out.status)
+    deps = ensure_dependency_image(
+        project,
+        settings.base_image,
+        target_repository(settings.image_repo),
+        settings.builder,
+        settings.dockerfile,
+        report=out.status,
+    )
+    out.done()
+    out.info(deps.summary())
+    shipped = ship_source_image(project, deps.reference, settings.image_repo, report=out.status)
     out.done()
     out.info(shipped.summary())
     return shipped.reference

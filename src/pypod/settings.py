@@ -35,6 +35,8 @@ class Settings:
     image: str | None = None
     image_repo: str | None = None
     base_image: str = "docker.io/library/python:3.12-slim"
+    builder: str | None = None  # docker, podman or buildah; None: the first found
+    dockerfile: str | None = None
     cpu: str | None = None
     memory: str | None = None
     gpu: int = 0

@@ -244,6 +244,15 @@ class Registry:
         return response.headers.get("Docker-Content-Digest") or sha256_digest(body)
 
 
+def resolve_digest(image: str) -> ImageRef:
+    """`image` pinned to the digest its tag points at now; an error if it does not exist."""
+    ref = ImageRef.parse(image)
+    digest = Registry(ref.registry).manifest_digest(ref)
+    if digest is None:
+        raise RegistryError(f"image {ref} is not in its registry", hint="push it, or choose another with --base-image")
+    return ref.with_digest(digest)
+
+
 def appended_config(config: dict[str, Any], layer: Layer, workdir: str) -> dict[str, Any]:
     """Pure: the base image's config with one more layer, its history, and the working dir."""
     new = copy.deepcopy(config)

@@ -24,7 +24,7 @@ from ..errors import UsageError
 from ..project import Project
 from .files import scan_project
 from .layer import WORKDIR, build_layer
-from .registry import ImageRef, Registry, RegistryError, append_layer
+from .registry import ImageRef, Registry, RegistryError, append_layer, resolve_digest
 from .tag import CACHE_DIR, file_entries, fingerprint, image_tag
 
 LAYER_DIR = CACHE_DIR.parent / "layers"
@@ -141,14 +141,10 @@ def ship_source_image(
     base = ImageRef.parse(base_image)
     registry = Registry(target_repo.registry)
     with ThreadPoolExecutor(max_workers=1) as pool:  # the registry round trip overlaps the scan
-        base_lookup = pool.submit(Registry(base.registry).manifest_digest, base)
+        base_lookup = pool.submit(resolve_digest, base_image)
         scan = scan_project(project.root, excludes)
         entries = file_entries(project.root, scan)
-        base_digest = base_lookup.result()
-    if base_digest is None:
-        raise UsageError(
-            f"base image {base} is not in its registry", hint="push it, or choose another with --base-image"
-        )
+        base_digest = base_lookup.result().digest or ""
     tag = image_tag(project.name, project.git.branch, project.git.commit, fingerprint(entries), base_digest)
     target = target_repo.with_tag(tag)
 

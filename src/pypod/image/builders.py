@@ -1,0 +1,189 @@
+"""Build and push the dependency image with whichever builder is present:
+docker buildx, podman or buildah (`--builder` chooses). Thin: argv and a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import PypodError
+from .registry import is_insecure
+
+BUILDERS = ("docker", "podman", "buildah")
+# Environment variables handed to dependency installs as a build secret, never as build args.
+SECRET_ENV = {
+    "PIP_INDEX_URL": ("PIP_INDEX_URL", "UV_INDEX_URL"),
+    "UV_INDEX_URL": ("UV_INDEX_URL", "PIP_INDEX_URL"),
+    "PIP_EXTRA_INDEX_URL": ("PIP_EXTRA_INDEX_URL", "UV_EXTRA_INDEX_URL"),
+    "PRIVATE_REGISTRY_URL": ("PIP_EXTRA_INDEX_URL", "UV_EXTRA_INDEX_URL"),
+}
+
+
+class BuildError(PypodError):
+    exit_code = 76
+
+
+@dataclass(frozen=True)
+class Builder:
+    name: str
+    binary: str
+
+
+def find_builder(choice: str | None) -> Builder:
+    names = [choice] if choice else list(BUILDERS)
+    for name in names:
+        if name not in BUILDERS:
+            raise BuildError(f"unknown builder {name!r}", hint=f"choose one of: {', '.join(BUILDERS)}")
+        binary = shutil.which(name)
+        if binary and (name != "docker" or _has_buildx(binary)):
+            return Builder(name, binary)
+    wanted = choice or " or ".join(BUILDERS)
+    raise BuildError(
+        f"no image builder found ({wanted})",
+        hint="install podman (apt-get install podman) or docker with buildx, or pass --image to skip building",
+    )
+
+
+def _has_buildx(docker: str) -> bool:
+    try:
+        return subprocess.run([docker, "buildx", "version"], capture_output=True, timeout=10).returncode == 0 and (
+            subprocess.run([docker, "info"], capture_output=True, timeout=10).returncode == 0
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def secret_env_text(environ: dict[str, str]) -> str:
+    """`export` lines for the secret file: index URLs and a GitHub token (for git+https)."""
+    lines = []
+    for source, targets in SECRET_ENV.items():
+        if environ.get(source):
+            lines += [f"export {t}={shlex.quote(environ[source])}" for t in targets]
+    token_file = environ.get("GITHUB_TOKEN_FILE")
+    if token_file and Path(token_file).expanduser().exists():
+        token = Path(token_file).expanduser().read_text().strip()
+        # git reads these for the one command; nothing is written to a config file.
+        lines += [
+            "export GIT_CONFIG_COUNT=1",
+            f"export GIT_CONFIG_KEY_0={shlex.quote(f'url.https://x-access-token:{token}@github.com/.insteadOf')}",
+            "export GIT_CONFIG_VALUE_0=https://github.com/",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def ca_bundle(environ: dict[str, str]) -> Path | None:
+    for name in ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
+        value = environ.get(name)
+        if value and Path(value).is_file():
+            return Path(value)
+    return None
+
+
+def build_and_push(
+    builder: Builder,
+    containerfile: str,
+    context: Path,
+    ref: str,
+    environ: dict[str, str],
+    push: bool = True,
+    log: Path | None = None,
+) -> str | None:
+    """Build `ref` from `containerfile` in `context`, push it, return its digest
+    (None with push=False)."""
+    with tempfile.TemporaryDirectory(prefix="pypod-secrets-") as secrets_dir:
+        secret_file = Path(secrets_dir) / "env"
+        secret_file.write_text(secret_env_text(environ))
+        secret_file.chmod(0o600)
+        ca = ca_bundle(environ)
+        ca_file = Path(secrets_dir) / "ca"
+        ca_file.write_bytes(ca.read_bytes() if ca else b"")
+        dockerfile = Path(secrets_dir) / "Containerfile"
+        dockerfile.write_text(containerfile)
+        digest_file = Path(secrets_dir) / "digest"
+        secrets = ["--secret", f"id=pypod_env,src={secret_file}", "--secret", f"id=ca,src={ca_file}"]
+        insecure = is_insecure(ref.split("/", 1)[0])
+        if builder.name == "docker":
+            commands = [
+                [
+                    builder.binary,
+                    "buildx",
+                    "build",
+                    "--network",
+                    "host",
+                    *secrets,
+                    "-f",
+                    str(dockerfile),
+                    "-t",
+                    ref,
+                    "--metadata-file",
+                    str(digest_file),
+                    *(["--push"] if push else ["--load"]),
+                    str(context),
+                ]
+            ]
+        else:
+            build = "build" if builder.name == "podman" else "bud"
+            commands = [
+                [builder.binary, build, "--network", "host", *secrets, "-f", str(dockerfile), "-t", ref, str(context)]
+            ]
+            if push:
+                commands.append(
+                    [
+                        builder.binary,
+                        "push",
+                        *(["--tls-verify=false"] if insecure else []),
+                        "--digestfile",
+                        str(digest_file),
+                        ref,
+                    ]
+                )
+        for command in commands:
+            _run(command, log)
+        if not push:
+            return None
+        text = digest_file.read_text().strip()
+        if builder.name == "docker":
+            import json
+
+            return json.loads(text).get("containerimage.digest")
+        return text
+
+
+def _run(command: list[str], log: Path | None) -> None:
+    env = dict(os.environ)
+    out = open(log, "a") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    try:
+        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT if log else subprocess.PIPE, env=env)
+    finally:
+        if log:
+            out.close()  # type: ignore[union-attr]
+    if result.returncode != 0:
+        tail = ""
+        if log and log.exists():
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-6:])
+        elif result.stderr:
+            tail = result.stderr.decode(errors="replace")[-600:]
+        raise BuildError(_failure_message(command, result.returncode, tail), hint=_failure_hint(tail, log))
+
+
+def _failure_message(command: list[str], code: int, tail: str) -> str:
+    step = "push" if "push" in command[1:2] else "build"
+    last = tail.strip().splitlines()[-1] if tail.strip() else ""
+    return f"the dependency image {step} failed (exit {code}): {last}"
+
+
+def _failure_hint(tail: str, log: Path | None) -> str:
+    where = f"; full log: {log}" if log else ""
+    if "needs to be updated" in tail or "--locked" in tail:
+        return "uv.lock is out of sync with pyproject.toml: run `uv lock` and retry" + where
+    if "postBuild" in tail:
+        return "the project's postBuild script failed: fix it and retry" + where
+    if "unauthorized" in tail.lower() or "403" in tail or "401" in tail:
+        return "the registry refused the push: log in (podman login / docker login) and retry" + where
+    return "fix the dependency files and retry" + where
