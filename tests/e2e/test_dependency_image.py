@@ -1,0 +1,160 @@
+"""Dependency images built with podman, pushed to the harness's registry, run on its node."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from harness.cluster import ClusterInfo
+from harness.images import podman_env
+from harness.layout import Layout
+from tests.pypodcli import cli_env, run_cli
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def env(cluster: ClusterInfo, namespace: str, tmp_path: Path) -> dict[str, str]:
+    home = tmp_path / "home"
+    home.mkdir()
+    return cli_env(
+        home,
+        {
+            "KUBECONFIG": cluster.admin_kubeconfig,
+            "KUBERNETES_NAMESPACE": namespace,
+            "PYPOD_KUBECTL": cluster.kubectl,
+            "PYPOD_BASE_IMAGE": cluster.base_image,
+            "IMAGE_REPO": f"{cluster.registry}/deps-{uuid.uuid4().hex[:8]}",
+            "CONTAINERS_CONF": cluster.containers_conf,
+            "PYPOD_CACHE": str(home / "cache"),
+        },
+    )
+
+
+def project(root: Path, **files: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (root / name.replace("__", "/")).parent.mkdir(parents=True, exist_ok=True)
+        (root / name.replace("__", "/")).write_text(text)
+    return root
+
+
+MAIN = "import six\nprint('six', six.__version__)\n"
+
+
+def test_requirements_project_runs_in_a_pod_and_under_podman(env, tmp_path):
+    root = project(tmp_path / "req", **{"requirements.txt": "six==1.16.0\n", "main.py": MAIN})
+    result = run_cli(["run", "main.py"], env, cwd=root, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "six 1.16.0" in result.stdout
+    assert "dependencies: built and pushed deps-" in result.stderr
+    deps_tag = result.stderr.split("dependencies: built and pushed ")[1].split()[0]
+    image = f"{env['IMAGE_REPO']}:{deps_tag}"
+    podman = subprocess.run(
+        [
+            "podman",
+            "run",
+            "--rm",
+            "--tls-verify=false",
+            "--network=none",
+            image,
+            "python",
+            "-c",
+            "import six; print('podman', six.__version__)",
+        ],
+        capture_output=True,
+        text=True,
+        env=podman_env(Layout.default()),
+    )
+    assert podman.returncode == 0, podman.stderr
+    assert "podman 1.16.0" in podman.stdout
+
+    # A source edit reuses the dependency image; a dependency edit rebuilds it.
+    (root / "main.py").write_text(MAIN + "print('edited')\n")
+    again = run_cli(["run", "main.py"], env, cwd=root, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert f"dependencies: reused {deps_tag}" in again.stderr
+    assert "edited" in again.stdout
+    (root / "requirements.txt").write_text("six==1.17.0\n")
+    rebuilt = run_cli(["run", "main.py"], env, cwd=root, timeout=600)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "six 1.17.0" in rebuilt.stdout
+    assert "dependencies: built and pushed" in rebuilt.stderr
+
+
+def test_pyproject_and_uv_lock_projects(env, tmp_path):
+    pyproject = (
+        '[project]\nname = "lockme"\nversion = "0.1.0"\nrequires-python = ">=3.8"\ndependencies = ["six==1.16.0"]\n'
+    )
+    plain = project(tmp_path / "plain", **{"pyproject.toml": pyproject, "main.py": MAIN})
+    result = run_cli(["run", "main.py"], env, cwd=plain, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "[project] lists 1 dependencies" in result.stderr
+    assert "six 1.16.0" in result.stdout
+
+    locked = project(tmp_path / "locked", **{"pyproject.toml": pyproject, "main.py": MAIN})
+    subprocess.run(["uv", "lock", "-q"], cwd=locked, check=True)
+    result = run_cli(["run", "main.py"], env, cwd=locked, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "uv.lock pins the environment" in result.stderr
+    assert "six 1.16.0" in result.stdout
+
+    # A lock out of step with pyproject.toml is explained, not silently re-resolved.
+    (locked / "pyproject.toml").write_text(pyproject.replace("six==1.16.0", "six==1.17.0"))
+    stale = run_cli(["run", "main.py"], env, cwd=locked, timeout=600)
+    assert stale.returncode == 76, stale.stderr
+    assert "uv lock" in stale.stderr
+    assert "Traceback" not in stale.stderr
+
+
+def test_a_build_secret_never_lands_in_the_image(env, cluster, tmp_path):
+    token = f"ghp_pypodtest{uuid.uuid4().hex}"
+    token_file = tmp_path / "token"
+    token_file.write_text(token)
+    root = project(
+        tmp_path / "secret",
+        **{
+            "requirements.txt": "six==1.16.0\n",
+            "main.py": MAIN,
+            # postBuild proves the secret was there during the build, without printing it.
+            "postBuild": '#!/bin/sh\nset -e\ntest -n "$GIT_CONFIG_KEY_0"\necho secret-was-available > /opt/proof\n',
+        },
+    )
+    (root / "postBuild").chmod(0o755)
+    result = run_cli(["run", "main.py"], dict(env, GITHUB_TOKEN_FILE=str(token_file)), cwd=root, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert token not in result.stdout + result.stderr
+    deps_tag = result.stderr.split("dependencies: built and pushed ")[1].split()[0]
+    copied = tmp_path / "copied"
+    subprocess.run(
+        ["skopeo", "copy", "--src-tls-verify=false", f"docker://{env['IMAGE_REPO']}:{deps_tag}", f"dir:{copied}"],
+        check=True,
+        capture_output=True,
+    )
+    manifest = json.loads((copied / "manifest.json").read_text())
+    blobs = [manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"])]
+    found_proof = False
+    for digest in blobs:
+        data = (copied / digest.split(":")[1]).read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        assert token.encode() not in data, f"the token is in blob {digest}"
+        found_proof |= b"secret-was-available" in data
+    assert found_proof
+
+
+def test_a_failing_postbuild_and_a_missing_builder_are_explained(env, tmp_path):
+    root = project(tmp_path / "broken", **{"requirements.txt": "six\n", "postBuild": "#!/bin/sh\nexit 3\n"})
+    (root / "postBuild").chmod(0o755)
+    result = run_cli(["print(1)"], env, cwd=root, timeout=600)
+    assert result.returncode == 76, result.stderr
+    assert "postBuild" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    missing = run_cli(["--builder", "docker", "print(1)"], env, cwd=root)
+    assert missing.returncode == 76, missing.stderr
+    assert "no image builder found (docker)" in missing.stderr

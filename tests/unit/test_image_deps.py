@@ -1,0 +1,91 @@
+"""Environment detection and the generated dependency build (pure)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pypod.errors import ProjectError
+from pypod.image.builders import secret_env_text
+from pypod.image.detect import detect
+from pypod.image.dockerfile import render
+
+
+def touch(root: Path, *names: str, text: str = "") -> None:
+    for name in names:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+@pytest.mark.parametrize(
+    "files, kind",
+    [
+        (["Dockerfile", "uv.lock", "requirements.txt"], "dockerfile"),
+        (["uv.lock", "pyproject.toml", "environment.yml"], "uv"),
+        (["environment.yml", "poetry.lock", "requirements.txt"], "conda"),
+        (["poetry.lock", "pyproject.toml", "requirements.txt"], "poetry"),
+        (["pdm.lock", "requirements.txt"], "pdm"),
+        (["Pipfile.lock", "requirements.txt"], "pipenv"),
+        (["requirements-dev.txt", "requirements.txt", "setup.py"], "requirements"),
+        (["setup.py"], "setup.py"),
+        ([], "none"),
+    ],
+)
+def test_first_match_wins(tmp_path: Path, files: list[str], kind: str):
+    touch(tmp_path, *files)
+    assert detect(tmp_path).kind == kind
+
+
+def test_pyproject_dependencies_are_read(tmp_path: Path):
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\ndependencies = ["six", "attrs>=23"]\nrequires-python = ">=3.10"\n'
+    )
+    spec = detect(tmp_path)
+    assert (spec.kind, spec.dependencies, spec.python_version) == ("pyproject", ("six", "attrs>=23"), ">=3.10")
+
+
+def test_binder_folder_takes_precedence_and_brings_apt_and_postbuild(tmp_path: Path):
+    touch(tmp_path, "requirements.txt", "binder/environment.yml", "binder/apt.txt", "binder/postBuild")
+    touch(tmp_path, "binder/runtime.txt", text="python-3.11\n")
+    spec = detect(tmp_path)
+    assert spec.kind == "conda" and spec.folder == "binder"
+    assert spec.files == ("binder/environment.yml", "binder/apt.txt", "binder/postBuild")
+    assert spec.python_version == "3.11"
+
+
+def test_render_sees_only_environment_files_and_keys_on_them(tmp_path: Path):
+    touch(tmp_path, "requirements.txt", text="six\n")
+    touch(tmp_path, "apt.txt", text="git\n")
+    spec = detect(tmp_path)
+    files = {"requirements.txt": b"six\n", "apt.txt": b"git\n"}
+    build = render(spec, "reg/base@sha256:1", files)
+    assert set(build.context_files) == {"requirements.txt", "apt.txt"}
+    assert "COPY requirements.txt" in build.containerfile
+    assert "apt-get install" in build.containerfile
+    assert "--mount=type=secret,id=pypod_env" in build.containerfile
+    assert render(spec, "reg/base@sha256:1", files).key == build.key
+    assert render(spec, "reg/base@sha256:2", files).key != build.key
+    assert render(spec, "reg/base@sha256:1", {**files, "requirements.txt": b"six==1\n"}).key != build.key
+
+
+def test_pyproject_key_ignores_everything_but_the_dependency_list(tmp_path: Path):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\nversion = "1"\ndependencies = ["six"]\n')
+    first = render(detect(tmp_path), "b@sha256:1", {"pyproject.toml": b""})
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\nversion = "2"\ndependencies = ["six"]\n')
+    assert render(detect(tmp_path), "b@sha256:1", {"pyproject.toml": b""}).key == first.key
+
+
+def test_unsupported_specs_say_so(tmp_path: Path):
+    touch(tmp_path, "environment.yml")
+    with pytest.raises(ProjectError, match="cannot build a dependency image from conda"):
+        render(detect(tmp_path), "b@sha256:1", {"environment.yml": b""})
+
+
+def test_secret_env_carries_index_urls_and_token_but_only_as_exports(tmp_path: Path):
+    token = tmp_path / "token"
+    token.write_text("ghp_secret123\n")
+    text = secret_env_text({"PIP_INDEX_URL": "https://u:p@idx/simple", "GITHUB_TOKEN_FILE": str(token)})
+    assert "export UV_INDEX_URL=https://u:p@idx/simple" in text
+    assert "x-access-token:ghp_secret123@github.com" in text
