@@ -12,10 +12,16 @@ class PypodError(Exception):
 
     def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(message)
+        self.message = message
         self.hint = hint
 
     def one_line(self) -> str:
-        return f"{self}. {self.hint}" if self.hint else str(self)
+        return f"{self.message}. {self.hint}" if self.hint else self.message
+
+    def __str__(self) -> str:
+        # Raised in a user's program (e.g. from K8sCluster), the traceback's last line
+        # carries the next step too.
+        return self.one_line()
 
 
 class UsageError(PypodError):

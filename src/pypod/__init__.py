@@ -1,0 +1,38 @@
+"""pypod: a Python project on Kubernetes, as a REPL or a job, with Dask workers beside it.
+
+    from pypod import K8sCluster
+    cluster = K8sCluster(3, cpu=0.5, memory="512Mi", pending_timeout=30)
+    client = cluster.get_client()
+
+The names below are imported on first use, so `import pypod` (and `pypod --help`)
+stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import PypodError
+
+__all__ = ["K8sCluster", "PypodError", "Settings", "WorkerEnd", "worker_pod_spec"]
+
+if TYPE_CHECKING:
+    from .cluster import K8sCluster
+    from .kube.workers import WorkerEnd, worker_pod_spec
+    from .settings import Settings
+
+_LAZY = {
+    "K8sCluster": ("pypod.cluster", "K8sCluster"),
+    "WorkerEnd": ("pypod.kube.workers", "WorkerEnd"),
+    "worker_pod_spec": ("pypod.kube.workers", "worker_pod_spec"),
+    "Settings": ("pypod.settings", "Settings"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'pypod' has no attribute {name!r}")
+    import importlib
+
+    module, attribute = _LAZY[name]
+    return getattr(importlib.import_module(module), attribute)

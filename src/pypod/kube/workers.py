@@ -1,0 +1,150 @@
+"""Dask worker pods as data: the manifest, and what a worker pod's status means.
+Pure: no cluster here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ..names import label_value, shorten
+from ..quantity import parse_quantity
+
+LABEL_CLUSTER = "pypod.dev/cluster"
+LABEL_DRIVER = "pypod.dev/driver"
+LABEL_WORKER = "pypod.dev/worker"
+COMPONENT = "dask-worker"
+
+
+def worker_threads(cpu: str | float) -> int:
+    """--nthreads from a cpu quantity: whole cores, at least one."""
+    cores = parse_quantity(str(cpu), "cpu")
+    return max(1, math.floor(cores))
+
+
+def worker_memory_bytes(memory: str) -> int:
+    return int(parse_quantity(memory, "memory").to_integral_value(rounding="ROUND_FLOOR"))
+
+
+def worker_pod_spec(
+    *,
+    image: str,
+    scheduler_address: str,
+    cluster_id: str,
+    driver: str,
+    namespace: str,
+    cpu: str | float = 1,
+    memory: str = "2Gi",
+    gpu: int = 0,
+    name: str | None = None,
+    service_account: str | None = None,
+    env: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    node_selector: dict[str, str] | None = None,
+    tolerations: list[dict[str, Any]] | None = None,
+    owner: dict[str, Any] | None = None,
+    death_timeout: int = 60,
+) -> dict[str, Any]:
+    """A worker pod: the driver's image running `dask worker` against the driver's scheduler.
+
+    requests = limits for cpu and memory (so the kernel enforces what Dask is told);
+    `gpu` adds nvidia.com/gpu; `owner` (the driver pod) makes Kubernetes delete the
+    worker with it. Without `name`, the pod is named by generateName.
+    """
+    cpu_text = str(cpu)
+    limits: dict[str, str] = {"cpu": cpu_text, "memory": memory}
+    if gpu:
+        limits["nvidia.com/gpu"] = str(gpu)
+    worker_name = name or "$(POD_NAME)"
+    metadata: dict[str, Any] = {
+        "namespace": namespace,
+        "labels": {
+            "app.kubernetes.io/managed-by": "pypod",
+            "app.kubernetes.io/component": COMPONENT,
+            LABEL_CLUSTER: label_value(cluster_id),
+            LABEL_DRIVER: label_value(driver),
+            **({LABEL_WORKER: label_value(name)} if name else {}),
+            **(labels or {}),
+        },
+    }
+    if name:
+        metadata["name"] = name
+    else:
+        metadata["generateName"] = shorten(f"{driver}-worker", 57) + "-"
+    if owner:
+        metadata["ownerReferences"] = [owner]
+    container: dict[str, Any] = {
+        "name": "worker",
+        "image": image,
+        "command": [
+            "dask",
+            "worker",
+            scheduler_address,
+            "--name",
+            worker_name,
+            "--nthreads",
+            str(worker_threads(cpu_text)),
+            "--memory-limit",
+            str(worker_memory_bytes(memory)),
+            "--death-timeout",
+            str(death_timeout),
+            "--no-dashboard",
+            # The worker is the container's process: when the kernel kills it (OOM), the
+            # pod ends with the reason, instead of a nanny quietly restarting it.
+            "--no-nanny",
+        ],
+        "env": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+            *({"name": k, "value": v} for k, v in (env or {}).items()),
+        ],
+        "resources": {"requests": {k: v for k, v in limits.items()}, "limits": limits},
+    }
+    spec: dict[str, Any] = {"restartPolicy": "Never", "terminationGracePeriodSeconds": 5, "containers": [container]}
+    if service_account:
+        spec["serviceAccountName"] = service_account
+    if node_selector:
+        spec["nodeSelector"] = dict(node_selector)
+    if tolerations:
+        spec["tolerations"] = list(tolerations)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+
+@dataclass(frozen=True)
+class WorkerEnd:
+    """Why a worker pod is no longer running."""
+
+    worker: str
+    pod: str
+    reason: str  # OOMKilled, Evicted, Error, Completed, Deleted, PendingTimeout, ErrImagePull, ...
+    message: str = ""
+    exit_code: int | None = None
+
+    def __str__(self) -> str:
+        code = f" (exit code {self.exit_code})" if self.exit_code is not None else ""
+        detail = f": {self.message}" if self.message else ""
+        return f"worker {self.worker} (pod {self.pod}) ended: {self.reason}{code}{detail}"
+
+
+def worker_end(pod: dict[str, Any]) -> WorkerEnd | None:
+    """The end of a worker pod, from its status; None while it is not over."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    name = meta.get("name", "?")
+    worker = (meta.get("labels") or {}).get(LABEL_WORKER, name)
+    if status.get("reason") == "Evicted":
+        return WorkerEnd(worker, name, "Evicted", status.get("message", ""))
+    for container in status.get("containerStatuses") or []:
+        terminated = (container.get("state") or {}).get("terminated")
+        if terminated:
+            return WorkerEnd(
+                worker,
+                name,
+                terminated.get("reason") or "Error",
+                terminated.get("message") or "",
+                terminated.get("exitCode"),
+            )
+    if status.get("phase") in ("Failed", "Succeeded"):
+        return WorkerEnd(worker, name, status.get("reason") or status["phase"], status.get("message", ""))
+    return None

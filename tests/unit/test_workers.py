@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from pypod.kube.workers import worker_end, worker_pod_spec, worker_threads
+
+
+def spec(**kw):  # type: ignore[no-untyped-def]
+    base = dict(
+        image="reg/app@sha256:1",
+        scheduler_address="tcp://10.88.0.5:8786",
+        cluster_id="drv-abc123",
+        driver="drv",
+        namespace="ns",
+    )
+    base.update(kw)
+    return worker_pod_spec(**base)
+
+
+def test_worker_pod_runs_dask_worker_against_the_driver_with_requests_equal_limits():
+    pod = spec(cpu="1500m", memory="512Mi", name="drv-abc123-w0")
+    container = pod["spec"]["containers"][0]
+    assert pod["metadata"]["name"] == "drv-abc123-w0"
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert container["command"][:3] == ["dask", "worker", "tcp://10.88.0.5:8786"]
+    cmd = container["command"]
+    assert cmd[cmd.index("--name") + 1] == "drv-abc123-w0"
+    assert cmd[cmd.index("--nthreads") + 1] == "1"
+    assert cmd[cmd.index("--memory-limit") + 1] == str(512 * 2**20)
+    assert cmd[cmd.index("--death-timeout") + 1] == "60"
+    assert container["resources"]["requests"] == container["resources"]["limits"] == {"cpu": "1500m", "memory": "512Mi"}
+    assert pod["metadata"]["labels"]["pypod.dev/cluster"] == "drv-abc123"
+
+
+def test_generate_name_gpu_owner_and_scheduling_options():
+    owner = {"apiVersion": "v1", "kind": "Pod", "name": "drv", "uid": "u-1"}
+    pod = spec(
+        gpu=2,
+        owner=owner,
+        node_selector={"gpu": "a100"},
+        tolerations=[{"key": "k", "operator": "Exists"}],
+        service_account="runner",
+    )
+    assert pod["metadata"]["generateName"] == "drv-worker-"
+    assert pod["metadata"]["ownerReferences"] == [owner]
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert pod["spec"]["nodeSelector"] == {"gpu": "a100"}
+    assert pod["spec"]["serviceAccountName"] == "runner"
+    assert "$(POD_NAME)" in pod["spec"]["containers"][0]["command"]
+
+
+def test_threads_from_cpu():
+    assert [worker_threads(c) for c in ("100m", "1", "2.5", 4)] == [1, 1, 2, 4]
+
+
+def test_worker_end_reasons():
+    def pod(status):  # type: ignore[no-untyped-def]
+        return {"metadata": {"name": "p", "labels": {"pypod.dev/worker": "w0"}}, "status": status}
+
+    oom = worker_end(
+        pod(
+            {
+                "phase": "Failed",
+                "containerStatuses": [{"state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}],
+            }
+        )
+    )
+    assert (oom.reason, oom.exit_code, oom.worker) == ("OOMKilled", 137, "w0")
+    assert str(oom) == "worker w0 (pod p) ended: OOMKilled (exit code 137)"
+    evicted = worker_end(pod({"phase": "Failed", "reason": "Evicted", "message": "low on memory"}))
+    assert (evicted.reason, evicted.message) == ("Evicted", "low on memory")
+    assert worker_end(pod({"phase": "Running", "containerStatuses": [{"state": {"running": {}}}]})) is None
