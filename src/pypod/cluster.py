@@ -409,8 +409,9 @@ class K8sCluster(SpecCluster):
         """Every worker that did not start or has ended, with the reason."""
         return list(self._events)
 
-    def pod_logs(self) -> dict[str, str]:
-        """The log of each live worker pod, by pod name."""
+    def logs(self) -> dict[str, str]:
+        """The log of each worker pod still present, by pod name (Kubernetes' view;
+        Dask's own `get_logs()` asks the workers instead)."""
         return self.sync(self._pod_logs)
 
     async def _pod_logs(self) -> dict[str, str]:

@@ -47,6 +47,7 @@ print("OWNERS", sorted({p.metadata.ownerReferences[0].name for p in pods}), flus
 cluster.scale(1)
 wait(lambda: workers(client) == 1)
 print("SCALED_DOWN", workers(client), flush=True)
+print("LOGS", all("Starting Worker" in text for text in cluster.logs().values()), len(cluster.logs()), flush=True)
 cluster.scale(2)
 client.wait_for_workers(2, timeout=120)
 print("SCALED_UP", workers(client), flush=True)
@@ -79,7 +80,7 @@ print("CONFIGURED", pod.metadata.labels["team"], pod.spec.containers[0].resource
       pod.status.phase, flush=True)
 configured.close()
 
-oom = K8sCluster(1, cpu="200m", memory="150Mi", pending_timeout=120)
+oom = K8sCluster(1, cpu="200m", memory="150Mi", pending_timeout=120, stream_logs=True)
 oclient = oom.get_client()
 oclient.wait_for_workers(1, timeout=120)
 future = oclient.submit(lambda: len(bytearray(600 * 2**20)), pure=False)
@@ -153,6 +154,8 @@ def test_workers_compute_scale_adapt_report_and_clean_up(env, kube, namespace, d
     assert "WARNED True" in out and "CARRIES_ON 0" in out
     assert "CONFIGURED ml 1 Pending" in out
     assert "OOM OOMKilled 137" in out
+    assert "LOGS True 1" in out
+    assert "From worker " in out  # stream_logs=True: worker output, prefixed, in the driver's log
     assert not list(kube.list(Pod, namespace=namespace, labels={"app.kubernetes.io/component": "dask-worker"}))
 
 
