@@ -29,9 +29,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from distributed.core import Status
-from distributed.deploy.spec import ProcessInterface, SpecCluster
-from distributed.scheduler import Scheduler
+try:
+    from distributed.core import Status
+    from distributed.deploy.spec import ProcessInterface, SpecCluster
+    from distributed.scheduler import Scheduler
+except ImportError as exc:  # the usual cause: a driver image without dask
+    raise ImportError(
+        "pypod.K8sCluster needs dask's `distributed` (and `lightkube`) where it runs: "
+        "add `distributed` and `lightkube` to the project's requirements"
+    ) from exc
 
 from .errors import Forbidden, PypodError, UsageError
 from .kube.status import FATAL_WAITING, explain

@@ -3,7 +3,6 @@ connect back to the scheduler in the driver process."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -18,7 +17,6 @@ from tests.kubehelp import wait_for
 from tests.pypodcli import cli_env, run_cli
 
 pytestmark = pytest.mark.cluster
-REPO = Path(__file__).resolve().parents[2]
 
 MAIN = r"""
 import sys, time, warnings
@@ -112,7 +110,7 @@ def dask_project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("dask") / "daskproject"
     root.mkdir()
     (root / "requirements.txt").write_text("distributed==2026.8.0\nlightkube==1.0.1\n")
-    shutil.copytree(REPO / "src" / "pypod", root / "pypod", ignore=shutil.ignore_patterns("__pycache__"))
+    # No copy of pypod here: pypod ships itself into the driver image.
     (root / "main.py").write_text(MAIN)
     (root / "hold.py").write_text(HOLD)
     (root / "no_rbac.py").write_text(NO_RBAC)

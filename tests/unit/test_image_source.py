@@ -150,3 +150,20 @@ def test_plan_layer_ships_deltas_on_the_previous_push_and_starts_over_when_neede
     assert plan_layer(deep, edited, "sha256:base").delta is False
     rewritten = {rel: "x" + entry[1:] for rel, entry in entries.items()}
     assert plan_layer(previous, rewritten, "sha256:base").files == sorted(entries)
+
+
+def test_python_path_is_put_first_once():
+    from pypod.image.registry import with_python_path
+
+    assert with_python_path(["A=1"], "/w/lib") == ["A=1", "PYTHONPATH=/w/lib"]
+    assert with_python_path(["PYTHONPATH=/x"], "/w/lib") == ["PYTHONPATH=/w/lib:/x"]
+    assert with_python_path(["PYTHONPATH=/w/lib:/x"], "/w/lib") == ["PYTHONPATH=/w/lib:/x"]
+
+
+def test_pypod_ships_its_own_package_files():
+    from pypod.image.ship import PYPOD_LIB, pypod_files
+
+    files = pypod_files()
+    assert f"{PYPOD_LIB}/pypod/cluster.py" in files
+    assert f"{PYPOD_LIB}/pypod/agent/session.py" in files
+    assert not any("__pycache__" in name for name in files)

@@ -68,11 +68,18 @@ def whiteout_name(rel: str) -> str:
 
 
 def build_layer(
-    root: Path, files: list[str], out_dir: Path, prefix: str = WORKDIR, deleted: list[str] | None = None
+    root: Path,
+    files: list[str],
+    out_dir: Path,
+    prefix: str = WORKDIR,
+    deleted: list[str] | None = None,
+    sources: dict[str, Path] | None = None,
 ) -> Layer:
     """Write the layer for `files` (relative to `root`) under /`prefix` in the image;
-    `deleted` paths get whiteouts, so the layer can sit on an earlier source layer."""
+    `deleted` paths get whiteouts, so the layer can sit on an earlier source layer;
+    `sources` maps paths whose content lives elsewhere than under `root`."""
     deleted = deleted or []
+    sources = sources or {}
     out_dir.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(dir=out_dir, suffix=".tar.gz.partial")
     with os.fdopen(handle, "wb") as raw:
@@ -85,7 +92,7 @@ def build_layer(
                 for directory in directories:
                     tar.addfile(_directory_entry(f"{prefix}/{directory}"))
                 for rel in sorted(files):
-                    _add_file(tar, root / rel, f"{prefix}/{rel}")
+                    _add_file(tar, sources.get(rel) or root / rel, f"{prefix}/{rel}")
                 for rel in sorted(deleted):
                     tar.addfile(_normalized(tarfile.TarInfo(f"{prefix}/{whiteout_name(rel)}"), 0o644))
     digest = "sha256:" + compressed.sha.hexdigest()

@@ -253,9 +253,27 @@ def resolve_digest(image: str) -> ImageRef:
     return ref.with_digest(digest)
 
 
-def appended_config(config: dict[str, Any], layer: Layer, workdir: str) -> dict[str, Any]:
-    """Pure: the base image's config with one more layer, its history, and the working dir."""
+def with_python_path(env: list[str], entry: str) -> list[str]:
+    """Pure: `env` (KEY=VALUE strings) with `entry` first on PYTHONPATH, once."""
+    for index, item in enumerate(env):
+        key, _, value = item.partition("=")
+        if key == "PYTHONPATH":
+            parts = value.split(":") if value else []
+            if entry in parts:
+                return env
+            return [*env[:index], f"PYTHONPATH={':'.join([entry, *parts])}", *env[index + 1 :]]
+    return [*env, f"PYTHONPATH={entry}"]
+
+
+def appended_config(
+    config: dict[str, Any], layer: Layer, workdir: str, python_path: str | None = None
+) -> dict[str, Any]:
+    """Pure: the base image's config with one more layer, its history, and the working dir
+    (and `python_path` put first on PYTHONPATH)."""
     new = copy.deepcopy(config)
+    if python_path:
+        settings = new.setdefault("config", {})
+        settings["Env"] = with_python_path(settings.get("Env") or [], python_path)
     new.setdefault("rootfs", {"type": "layers", "diff_ids": []})["diff_ids"].append(layer.diff_id)
     new.setdefault("history", []).append(
         {"created_by": f"pypod: source layer ({layer.files} files)", "created": "1970-01-01T00:00:00Z"}
@@ -297,6 +315,7 @@ def append_layer(
     target: ImageRef,
     workdir: str = "/workspace",
     base_image: tuple[dict[str, Any], dict[str, Any]] | None = None,
+    python_path: str | None = None,
 ) -> Appended:
     """Push `target` = `base` + `layer`.
 
@@ -318,7 +337,7 @@ def append_layer(
             registry.ensure_blob(target.repository, entry["digest"], None, report, mount_from=base.repository)
     else:
         manifest, config = base_image
-    new_config = appended_config(config, layer, workdir)
+    new_config = appended_config(config, layer, workdir, python_path)
     config_bytes = json.dumps(new_config, separators=(",", ":"), sort_keys=True).encode()
     config_digest = sha256_digest(config_bytes)
     with tempfile.NamedTemporaryFile(suffix=".json") as tmp:

@@ -23,11 +23,14 @@ from typing import Any
 from ..errors import UsageError
 from ..project import Project
 from .files import scan_project
-from .layer import WORKDIR, build_layer
-from .registry import ImageRef, Registry, RegistryError, append_layer, resolve_digest
-from .tag import CACHE_DIR, file_entries, fingerprint, image_tag
+from .layer import WORKDIR, Layer, build_layer
+from .registry import Appended, ImageRef, Registry, RegistryError, append_layer, resolve_digest
+from .tag import CACHE_DIR, file_entries, fingerprint, hash_files, image_tag
 
 LAYER_DIR = CACHE_DIR.parent / "layers"
+# pypod ships itself beside the project (as the agent is shipped), so a driver can
+# `from pypod import K8sCluster` without installing it: /workspace/.pypod/lib/pypod.
+PYPOD_LIB = ".pypod/lib"
 RECORD_DIR = CACHE_DIR.parent / "shipped"
 MAX_DELTA_DEPTH = 8
 MAX_DELTA_SHARE = 0.5  # a delta touching more than this share of the files is not worth it
@@ -110,6 +113,25 @@ def target_repository(image_repo: str | None) -> ImageRef:
     return ref
 
 
+def pypod_files() -> dict[str, Path]:
+    """pypod's own package files, by their path in the layer."""
+    package = Path(__file__).resolve().parents[1]
+    return {
+        f"{PYPOD_LIB}/pypod/{path.relative_to(package).as_posix()}": path
+        for path in sorted(package.rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix in (".py", ".typed")
+    }
+
+
+def _with_pypod(project_root: Path, entries: dict[str, str]) -> tuple[dict[str, str], dict[str, Path]]:
+    """Add pypod's own files to the layer's entries; returns them and their sources."""
+    sources = pypod_files()
+    package_parent = Path(__file__).resolve().parents[2]
+    by_package_path = {str(path.relative_to(package_parent)): rel for rel, path in sources.items()}
+    hashed = hash_files(package_parent, sorted(by_package_path), CACHE_DIR)
+    return {**entries, **{by_package_path[k]: v for k, v in hashed.items()}}, sources
+
+
 def _record_path(root: Path, target_repo: ImageRef) -> Path:
     key = hashlib.sha1(f"{root.resolve()}\n{target_repo}".encode()).hexdigest()
     return RECORD_DIR / f"{key}.json"
@@ -143,7 +165,7 @@ def ship_source_image(
     with ThreadPoolExecutor(max_workers=1) as pool:  # the registry round trip overlaps the scan
         base_lookup = pool.submit(resolve_digest, base_image)
         scan = scan_project(project.root, excludes)
-        entries = file_entries(project.root, scan)
+        entries, sources = _with_pypod(project.root, file_entries(project.root, scan))
         base_digest = base_lookup.result().digest or ""
     tag = image_tag(project.name, project.git.branch, project.git.commit, fingerprint(entries), base_digest)
     target = target_repo.with_tag(tag)
@@ -155,49 +177,18 @@ def ship_source_image(
     if existing:
         return shipped(str(target.with_digest(existing)), pushed_bytes=0, reused=True)
 
-    record_path = _record_path(project.root, target_repo)
-    previous = _load_record(record_path)
+    push = _Push(
+        project.root, base.with_digest(base_digest), target, entries, sources, _record_path(project.root, target_repo)
+    )
+    previous = _load_record(push.record_path)
     try:
-        return _push(project, base, base_digest, target, target_repo, entries, previous, record_path, shipped, report)
+        appended, layer, plan = _push(push, previous, report)
     except RegistryError:
         if previous is None:
             raise
         # The earlier push may be gone from the registry (garbage-collected): start over.
-        return _push(project, base, base_digest, target, target_repo, entries, None, record_path, shipped, report)
-
-
-def _push(
-    project: Project,
-    base: ImageRef,
-    base_digest: str,
-    target: ImageRef,
-    target_repo: ImageRef,
-    entries: dict[str, str],
-    previous: ShipRecord | None,
-    record_path: Path,
-    shipped: Callable[..., ShippedImage],
-    report: Callable[[str], None],
-) -> ShippedImage:
-    plan = plan_layer(previous, entries, base_digest)
-    report(f"building the source layer ({len(plan.files)} files)")
-    layer = build_layer(project.root, plan.files, LAYER_DIR, prefix=WORKDIR, deleted=plan.deleted)
-    try:
-        if plan.delta and previous is not None:
-            appended = append_layer(
-                target_repo.with_digest(previous.digest),
-                layer,
-                target,
-                "/" + WORKDIR,
-                base_image=(previous.manifest, previous.config),
-            )
-        else:
-            appended = append_layer(base.with_digest(base_digest), layer, target, "/" + WORKDIR)
-    finally:
-        Path(layer.path).unlink(missing_ok=True)
-    depth = previous.depth + 1 if plan.delta and previous is not None else 0
-    _save_record(
-        record_path, ShipRecord(base_digest, appended.digest, appended.manifest, appended.config, entries, depth)
-    )
+        previous = None
+        appended, layer, plan = _push(push, previous, report)
     return shipped(
         str(target.with_digest(appended.digest)),
         pushed_bytes=appended.report.uploaded_bytes,
@@ -207,3 +198,35 @@ def _push(
         layer_files=len(plan.files) + len(plan.deleted),
         delta=plan.delta,
     )
+
+
+@dataclass(frozen=True)
+class _Push:
+    """One push of the source: what goes up, onto what, and where its record is kept."""
+
+    root: Path
+    base: ImageRef  # by digest
+    target: ImageRef
+    entries: dict[str, str]
+    sources: dict[str, Path]
+    record_path: Path
+
+
+def _push(push: _Push, previous: ShipRecord | None, report: Callable[[str], None]) -> tuple[Appended, Layer, LayerPlan]:
+    base_digest = push.base.digest or ""
+    plan = plan_layer(previous, push.entries, base_digest)
+    report(f"building the source layer ({len(plan.files)} files)")
+    layer = build_layer(push.root, plan.files, LAYER_DIR, prefix=WORKDIR, deleted=plan.deleted, sources=push.sources)
+    python_path = f"/{WORKDIR}/{PYPOD_LIB}"
+    try:
+        if plan.delta and previous is not None:
+            onto, known = push.target.with_digest(previous.digest), (previous.manifest, previous.config)
+        else:
+            onto, known = push.base, None
+        appended = append_layer(onto, layer, push.target, "/" + WORKDIR, base_image=known, python_path=python_path)
+    finally:
+        Path(layer.path).unlink(missing_ok=True)
+    depth = previous.depth + 1 if plan.delta and previous is not None else 0
+    record = ShipRecord(base_digest, appended.digest, appended.manifest, appended.config, push.entries, depth)
+    _save_record(push.record_path, record)
+    return appended, layer, plan

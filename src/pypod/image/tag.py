@@ -45,7 +45,7 @@ def _cache_path(cache_dir: Path, root: Path) -> Path:
 def file_entries(root: Path, scan: ProjectScan, cache_dir: Path | None = CACHE_DIR) -> dict[str, str]:
     """Path -> "x" or "-" (executable bit) + git blob id, for every file of the scan."""
     known = scan.git_blobs
-    hashed = _hash_files(root, [rel for rel in scan.files if rel not in known], cache_dir)
+    hashed = hash_files(root, [rel for rel in scan.files if rel not in known], cache_dir)
     return {rel: known.get(rel) or hashed[rel] for rel in scan.files}
 
 
@@ -59,7 +59,7 @@ def source_fingerprint(root: Path, scan: ProjectScan, cache_dir: Path | None = C
     return fingerprint(file_entries(root, scan, cache_dir))
 
 
-def _hash_files(root: Path, files: list[str], cache_dir: Path | None) -> dict[str, str]:
+def hash_files(root: Path, files: list[str], cache_dir: Path | None) -> dict[str, str]:
     """Path -> "<x or -><blob id>", from the stat cache where the file is unchanged."""
     result: dict[str, str] = {}
     if not files:
