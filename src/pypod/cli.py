@@ -16,7 +16,7 @@ import click
 
 from .errors import PypodError
 
-COMMANDS = ("start", "run", "attach", "ps", "logs", "rm", "template", "rbac", "plan")
+COMMANDS = ("start", "run", "attach", "ps", "logs", "rm", "template", "rbac", "plan", "jupyter")
 
 
 def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -101,6 +101,35 @@ def start(code: str | None, **flags: Any) -> None:
 def run(script: str, args: tuple[str, ...], **flags: Any) -> None:
     """Run SCRIPT (a path in the image's working directory) with ARGS as a job."""
     sys.exit(_start({"mode": "job", "script": script, "args": args}, flags))
+
+
+@main_group.command()
+@run_options
+def jupyter(**flags: Any) -> None:
+    """Start JupyterLab in a pod, forwarded to a local port; prints the URL with its token.
+
+    The image needs jupyterlab (add it to the project's requirements). The token travels
+    over the exec stream, so it is in no manifest and no pod log.
+    """
+    import secrets
+
+    token = secrets.token_hex(24)
+    command = (
+        "jupyter",
+        "lab",
+        "--ip=0.0.0.0",
+        "--port=8888",
+        "--no-browser",
+        "--allow-root",
+        "--ServerApp.root_dir=/workspace",
+    )
+    request = {
+        "mode": "repl",
+        "interactive_command": command,
+        "session_env": (("JUPYTER_TOKEN", token),),
+        "notebook_port": 8888,
+    }
+    sys.exit(_start(request, flags))
 
 
 def _connect(namespace: str | None, context: str | None, kubeconfig: str | None):  # type: ignore[no-untyped-def]

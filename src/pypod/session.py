@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from typing import Any
 
 from . import agent, history
 from .errors import PypodError, UsageError
+from .forward import PortForward
 from .kube.manifests import DRIVER_CONTAINER, RunSpec, driver_job, job_command
 from .names import run_name, validate_run_name
 from .project import Project
@@ -33,6 +33,11 @@ class RunRequest:
     script: str | None = None
     args: tuple[str, ...] = ()
     dry_run: bool = False
+    # Interactive runs of something other than the REPL (e.g. JupyterLab): the command the
+    # session host runs, and environment handed to it over the exec stream, never the manifest.
+    interactive_command: tuple[str, ...] = ()
+    session_env: tuple[tuple[str, str], ...] = ()
+    notebook_port: int | None = None  # forwarded, and announced with session_env's token
 
 
 def plan_run(
@@ -44,7 +49,7 @@ def plan_run(
     if problem:
         raise UsageError(f"run name {name!r} {problem}", hint="pick another --runid")
     if request.mode == "repl":
-        repl = settings.python.split() if settings.python else None
+        repl = list(request.interactive_command) or (settings.python.split() if settings.python else None)
         command = tuple(agent.host_command(JOB_PYTHON, settings.keep_alive, settings.detach, repl))
         extra_env: tuple[tuple[str, str], ...] = ((agent.AGENT_ENV, agent.agent_payload()),)
     else:
@@ -215,7 +220,9 @@ class Session:
         raise PypodError(f"the log stream of {pod} ended but its exit code never arrived", hint="see `pypod ps`")
 
     # -- interactive mode -----------------------------------------------------------
-    def relay_repl(self, pod: str, name: str, seed: list[str], history_path: Path | None) -> int:
+    def relay_repl(
+        self, pod: str, name: str, seed: list[str], history_path: Path | None, env: dict[str, str] | None = None
+    ) -> int:
         from .terminal import run_terminal
 
         kubectl = self._kubectl_factory()
@@ -223,6 +230,7 @@ class Session:
         result = run_terminal(
             argv,
             history=seed,
+            env=env,
             on_reconnect=lambda n: self.out.info(f"\r\n[pypod] connection lost; reconnecting (try {n})\r"),
         )
         if result.exit_code is None:
@@ -232,20 +240,23 @@ class Session:
             history.merge_back(history_path, result.new_history)
         return result.exit_code
 
-    def port_forwards(self, pod: str) -> list[subprocess.Popen[bytes]]:
-        procs = []
+    def port_forwards(self, pod: str, extra: tuple[str, ...] = ()) -> list[PortForward]:
+        forwards = []
         kubectl = self._kubectl_factory()
-        for mapping in self.settings.port_forwards:
+        for mapping in (*self.settings.port_forwards, *extra):
             local, _, remote = mapping.partition(":")
             remote = remote or local
-            proc = subprocess.Popen(
-                kubectl.port_forward_argv(pod, f"{local}:{remote}"),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-            procs.append(proc)
+            forwards.append(PortForward(kubectl.port_forward_argv(pod, f"{local}:{remote}")).start())
             self.out.info(f"port-forward: http://127.0.0.1:{local} -> {pod}:{remote}")
-        return procs
+        return forwards
+
+
+def free_local_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def history_path(settings: Settings) -> Path:
@@ -285,13 +296,20 @@ def start(settings: Settings, project: Project, request: RunRequest, out: Output
             if not settings.detach:
                 session.delete_job(spec.name)
             return code
-        forwards = session.port_forwards(pod)
+        notebook = ()
+        if request.notebook_port:
+            local = free_local_port()
+            notebook = (f"{local}:{request.notebook_port}",)
+        forwards = session.port_forwards(pod, notebook)
+        if notebook:
+            token = dict(request.session_env).get("JUPYTER_TOKEN", "")
+            out.info(f"JupyterLab: http://127.0.0.1:{notebook[0].split(':')[0]}/lab?token={token}")
         try:
             seed = history.seed_entries(history_path(settings))
-            code = session.relay_repl(pod, spec.name, seed, history_path(settings))
+            code = session.relay_repl(pod, spec.name, seed, history_path(settings), dict(request.session_env))
         finally:
-            for proc in forwards:
-                proc.terminate()
+            for forward in forwards:
+                forward.stop()
         watcher.stop()
         if code != 75:
             session.delete_job(spec.name)

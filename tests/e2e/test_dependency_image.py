@@ -158,3 +158,42 @@ def test_a_failing_postbuild_and_a_missing_builder_are_explained(env, tmp_path):
     missing = run_cli(["--builder", "docker", "print(1)"], env, cwd=root)
     assert missing.returncode == 76, missing.stderr
     assert "no image builder found (docker)" in missing.stderr
+
+
+def test_jupyter_runs_in_the_pod_behind_a_forward_and_its_token_stays_private(env, kube, namespace, tmp_path):
+    import re
+    import time
+    import urllib.request
+
+    from lightkube.resources.batch_v1 import Job
+    from lightkube.resources.core_v1 import Pod
+
+    from tests.kubehelp import wait_for
+    from tests.pypodcli import Terminal
+
+    root = project(tmp_path / "notebooks", **{"requirements.txt": "jupyterlab\n", "analysis.py": "x = 1\n"})
+    term = Terminal(["jupyter", "--runid", "lab"], env, cwd=root)
+    term.expect("JupyterLab: http://127.0.0.1:", 900)
+    term.expect("\n", 10)
+    url = re.search(r"JupyterLab: (http://127\.0\.0\.1:\d+)/lab\?token=([0-9a-f]+)", term.text())
+    assert url, term.text()[-2000:]
+    base, token = url.group(1), url.group(2)
+
+    def status() -> int | None:
+        try:
+            with urllib.request.urlopen(f"{base}/api/contents?token={token}", timeout=3) as response:
+                return response.status if b"analysis.py" in response.read() else None
+        except OSError:
+            return None
+
+    assert wait_for(status, 180, interval=1) == 200
+    # The token is in no manifest and no pod log.
+    job = kube.get(Job, "lab", namespace=namespace)
+    assert token not in json.dumps(job.to_dict())
+    pod = next(iter(kube.list(Pod, namespace=namespace, labels={"pypod.dev/run": "lab"})))
+    assert token not in json.dumps(pod.to_dict())
+    assert token not in "".join(kube.log(pod.metadata.name, namespace=namespace))
+    term.send("\x03")
+    time.sleep(0.5)
+    term.send("\x03")  # twice: JupyterLab shuts down without asking
+    assert term.wait(60) == 0

@@ -82,6 +82,13 @@ def resolve_repl(command):
         return [ipython] if ipython else [sys.executable]
     if command and shutil.which(command[0]) is None and command[0] in ("python", "python3"):
         return [sys.executable, *command[1:]]
+    if command and "/" not in command[0] and shutil.which(command[0]) is None:
+        # Shown in the client's terminal: the likely cause and the fix, not just ENOENT.
+        message = "`%s` is not in this image; add it to the project's dependencies (PATH=%s)" % (
+            command[0],
+            os.environ.get("PATH", ""),
+        )
+        return [sys.executable, "-c", "import sys; sys.stderr.write(%r + '\\n'); sys.exit(127)" % message]
     return command
 
 
