@@ -199,3 +199,52 @@ def test_worker_pod_spec_is_printable_data():
     import yaml
 
     assert yaml.safe_load(yaml.safe_dump(pod)) == pod
+
+
+ELSEWHERE = r"""
+import os, warnings
+from lightkube import Client
+from lightkube.resources.core_v1 import Pod
+from pypod import K8sCluster
+other = os.environ["OTHER_NS"]
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    cluster = K8sCluster(1, namespace=other, service_account="runner", cpu="100m", memory="300Mi",
+                         pending_timeout=120)
+    client = cluster.get_client()
+    client.wait_for_workers(1, timeout=120)
+    pod = next(iter(Client().list(Pod, namespace=other, labels={"pypod.dev/cluster": cluster.cluster_id})))
+    print("PLACED", pod.metadata.namespace, pod.spec.serviceAccountName, pod.metadata.ownerReferences, flush=True)
+    print("SUM", client.submit(sum, [1, 2, 3]).result(), flush=True)
+    cluster.close()
+    import time
+    started = time.time()
+    bad = K8sCluster(1, image="127.0.0.1:1/no/such:image", cpu="100m", memory="64Mi", pending_timeout=120)
+    events = bad.worker_events()
+    print("BADIMAGE", events[0].reason if events else None, time.time() - started < 60, flush=True)
+    bad.close()
+"""
+
+
+def test_namespace_and_service_account_are_honoured(env, kube, namespace, dask_project):
+    from lightkube.resources.core_v1 import Namespace, ServiceAccount
+
+    other = f"{namespace}-other"
+    kube.create(Namespace.from_dict({"metadata": {"name": other}}))
+    try:
+        kube.create(ServiceAccount.from_dict({"metadata": {"name": "runner"}}), namespace=other)
+        grant_pod_rights(kube, namespace)
+        for obj in role_objects(other, "ServiceAccount", "default"):
+            if obj["kind"] == "RoleBinding":
+                obj["subjects"][0]["namespace"] = namespace  # the driver's account, from its own namespace
+            kube.create(codecs.from_dict(obj), namespace=other)
+        (dask_project / "elsewhere.py").write_text(ELSEWHERE)
+        result = run_cli(["run", "--env", f"OTHER_NS={other}", "elsewhere.py"], env, cwd=dask_project, timeout=900)
+        assert result.returncode == 0, result.stderr + result.stdout
+        # Owner references cannot cross namespaces, so a worker elsewhere has none.
+        assert f"PLACED {other} runner None" in result.stdout
+        assert "SUM 6" in result.stdout
+        # An image that cannot be pulled fails fast, well before pending_timeout.
+        assert "BADIMAGE ErrImagePull True" in result.stdout or "BADIMAGE ImagePullBackOff True" in result.stdout
+    finally:
+        kube.delete(Namespace, other)
