@@ -1,0 +1,122 @@
+"""The sync decision engine: random interleavings on both sides converge, lose no write,
+and keep every conflict as a copy. And hostile paths are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pypod.sync.engine import decide
+from pypod.sync.paths import UnsafePath, check_link_target, resolve_under
+
+PATHS = ["a.py", "b.py", "pkg/c.py", "pkg/d.txt"]
+CONTENTS = [f"-v{i}" for i in range(6)] + ["xv-exec"]
+
+
+def apply(plan, local: dict, remote: dict) -> None:  # type: ignore[no-untyped-def]
+    for path, copy in plan.conflicts:
+        local[copy] = remote[path]
+    for path in plan.upload:
+        remote[path] = local[path]
+    for path in plan.download:
+        local[path] = remote[path]
+    for path in plan.delete_local:
+        local.pop(path, None)
+    for path in plan.delete_remote:
+        remote.pop(path, None)
+
+
+def sync_until_quiet(agreed, local, remote):  # type: ignore[no-untyped-def]
+    for round_ in range(4):
+        plan = decide(agreed, local, remote, stamp=f"t{round_}")
+        apply(plan, local, remote)
+        agreed = dict(plan.agreed)
+        if plan.empty:
+            return agreed
+    raise AssertionError("sync did not converge")
+
+
+edit = st.tuples(
+    st.sampled_from(["write", "delete", "rename"]),
+    st.sampled_from(PATHS),
+    st.sampled_from(PATHS),
+    st.sampled_from(CONTENTS),
+)
+
+
+def run(ops, side: dict) -> None:  # type: ignore[no-untyped-def]
+    for kind, path, other, content in ops:
+        if kind == "write":
+            side[path] = content
+        elif kind == "delete":
+            side.pop(path, None)
+        elif kind == "rename" and path in side and other != path:
+            side[other] = side.pop(path)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(PATHS), st.sampled_from(CONTENTS)),
+    st.lists(edit, max_size=6),
+    st.lists(edit, max_size=6),
+)
+def test_random_interleavings_converge_and_lose_nothing(start, local_ops, remote_ops):
+    local, remote = dict(start), dict(start)
+    agreed = sync_until_quiet(dict(start), local, remote)
+    run(local_ops, local)
+    run(remote_ops, remote)
+    before_local, before_remote = dict(local), dict(remote)
+    sync_until_quiet(agreed, local, remote)
+    assert local == remote
+    for path, content in before_local.items():
+        if content != agreed.get(path):  # a local write: it is where it was written
+            assert local[path] == content
+    for path, content in before_remote.items():
+        if content != agreed.get(path):  # a pod write: at its path, or kept as a conflict copy
+            assert local.get(path) == content or any(
+                name.startswith(f"{path}.pod-conflict-") and value == content for name, value in local.items()
+            )
+
+
+def test_first_sync_local_wins_and_pod_only_files_come_back():
+    plan = decide(None, {"a": "-1", "b": "-2"}, {"a": "-9", "c": "-3"}, stamp="s")
+    assert plan.upload == ("a", "b")
+    assert plan.download == ("c",)
+    assert not plan.delete_local and not plan.delete_remote and not plan.conflicts
+
+
+def test_delete_goes_across_only_over_the_agreed_version():
+    agreed = {"a": "-1"}
+    assert decide(agreed, {}, {"a": "-1"}, "s").delete_remote == ("a",)
+    changed_there = decide(agreed, {}, {"a": "-2"}, "s")
+    assert changed_there.download == ("a",) and not changed_there.delete_remote
+
+
+def test_concurrent_edits_keep_local_and_save_the_pods_copy():
+    plan = decide({"a.py": "-1"}, {"a.py": "-2"}, {"a.py": "-3", "a.py.pod-conflict-s": "-0"}, "s")
+    assert plan.upload == ("a.py",)
+    assert plan.conflicts == (("a.py", "a.py.pod-conflict-s-1"),)
+
+
+@pytest.mark.parametrize("rel", ["/etc/passwd", "../x", "a/../../x", "a/./b", "", "a\\b", "a//b", "x\0y"])
+def test_hostile_paths_are_refused(tmp_path: Path, rel: str):
+    with pytest.raises(UnsafePath):
+        resolve_under(tmp_path, rel)
+
+
+def test_symlinked_parent_directories_and_escaping_links_are_refused(tmp_path: Path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "escape").symlink_to(outside)
+    with pytest.raises(UnsafePath, match="symlink"):
+        resolve_under(root, "escape/evil.py")
+    assert resolve_under(root, "pkg/ok.py") == root / "pkg" / "ok.py"
+    check_link_target(root, "pkg/link", "../other.py")
+    for target in ("../../etc/passwd", "/etc/passwd"):
+        with pytest.raises(UnsafePath):
+            check_link_target(root, "pkg/link", target)
