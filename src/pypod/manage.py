@@ -9,7 +9,7 @@ from typing import Any
 from .errors import NotFound
 from .kube.manifests import DRIVER_CONTAINER, LABEL_RUN, LABEL_USER, SELECTOR
 from .names import label_value
-from .session import Session, history_path, local_user
+from .session import LOST_CONNECTION, Session, history_path, local_user
 
 
 def _selector(all_users: bool) -> dict[str, str]:
@@ -108,7 +108,7 @@ def attach_run(session: Session, name: str) -> int:
         phase = pod.status.phase if pod.status else "unknown"
         raise NotFound(f"run {name!r} is not running (phase {phase})", hint="start a new one with `pypod`")
     code = session.relay_repl(pod.metadata.name, name, [], history_path(session.settings))
-    if code != 75:
+    if code != LOST_CONNECTION:
         session.delete_job(name)
     return code
 

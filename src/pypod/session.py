@@ -14,14 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from . import agent, history
-from .errors import PypodError, UsageError
+from .errors import PypodError, StreamError, UsageError
 from .forward import PortForward
 from .kube.manifests import DRIVER_CONTAINER, RunSpec, driver_job, job_command
 from .names import run_name, validate_run_name
 from .project import Project
 from .settings import Settings
 
-JOB_PYTHON = "python3"  # every Python 3 image has it (PEP 394); `python` is missing from Debian's
+JOB_PYTHON = "python3"
+# Exit code when the stream to a live REPL is lost for good: the run goes on; reattach.
+LOST_CONNECTION = StreamError.exit_code  # every Python 3 image has it (PEP 394); `python` is missing from Debian's
 
 
 @dataclass(frozen=True)
@@ -235,7 +237,7 @@ class Session:
         )
         if result.exit_code is None:
             self.out.info(f"[pypod] lost the connection; the REPL lives on. Reconnect with: pypod attach {name}")
-            return 75
+            return LOST_CONNECTION
         if history_path is not None:
             history.merge_back(history_path, result.new_history)
         return result.exit_code
@@ -311,7 +313,7 @@ def start(settings: Settings, project: Project, request: RunRequest, out: Output
             for forward in forwards:
                 forward.stop()
         watcher.stop()
-        if code != 75:
+        if code != LOST_CONNECTION:
             session.delete_job(spec.name)
         return code
     except KeyboardInterrupt:
