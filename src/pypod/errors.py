@@ -84,3 +84,21 @@ class StreamError(PypodError):
     """exec, attach, logs or port-forward failed."""
 
     exit_code = 74
+
+
+class RegistryError(PypodError):
+    """The image registry is unreachable, refused us, or lacks what was asked for."""
+
+    exit_code = 75
+
+
+class BuildError(PypodError):
+    """No image builder, or the dependency build or its push failed."""
+
+    exit_code = 76
+
+
+class UnsafePath(PypodError):
+    """A path from the other side of a sync would land outside the sync root."""
+
+    exit_code = 77

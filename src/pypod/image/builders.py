@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import PypodError
+from ..errors import BuildError
 from .registry import is_insecure
 
 BUILDERS = ("docker", "podman", "buildah")
@@ -23,10 +23,6 @@ SECRET_ENV = {
     "PIP_EXTRA_INDEX_URL": ("PIP_EXTRA_INDEX_URL", "UV_EXTRA_INDEX_URL"),
     "PRIVATE_REGISTRY_URL": ("PIP_EXTRA_INDEX_URL", "UV_EXTRA_INDEX_URL"),
 }
-
-
-class BuildError(PypodError):
-    exit_code = 76
 
 
 @dataclass(frozen=True)

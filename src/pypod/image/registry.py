@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import PypodError
+from ..errors import RegistryError
 from .layer import LAYER_MEDIA_TYPE, Layer
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -34,10 +34,6 @@ TO_OCI = {
     "application/vnd.docker.image.rootfs.diff.tar.gzip": LAYER_MEDIA_TYPE,
     "application/vnd.docker.container.image.v1+json": OCI_CONFIG,
 }
-
-
-class RegistryError(PypodError):
-    exit_code = 75
 
 
 @dataclass(frozen=True)

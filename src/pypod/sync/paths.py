@@ -10,11 +10,7 @@ import os
 import posixpath
 from pathlib import Path
 
-from ..errors import PypodError
-
-
-class UnsafePath(PypodError):
-    exit_code = 77
+from ..errors import UnsafePath
 
 
 def resolve_under(root: Path, rel: str) -> Path:
