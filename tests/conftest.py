@@ -55,3 +55,26 @@ def namespace(kube) -> Iterator[str]:  # type: ignore[no-untyped-def]
     wait_for(lambda: any(sa.metadata.name == "default" for sa in kube.list(ServiceAccount, namespace=name)), 30)
     yield name
     kube.delete(Namespace, name, grace_period=0)
+
+
+@pytest.fixture
+def pypod_env(cluster: ClusterInfo, namespace: str, tmp_path: Path) -> dict[str, str]:
+    """The environment of a `pypod` command in a test: the harness's cluster and registry,
+    the test's namespace, a private HOME and cache, and a fresh IMAGE_REPO (the registry's
+    storage outlives harness restarts, so a shared one would hide first pushes)."""
+    from tests.pypodcli import cli_env
+
+    home = tmp_path / "home"
+    home.mkdir()
+    return cli_env(
+        home,
+        {
+            "KUBECONFIG": cluster.admin_kubeconfig,
+            "KUBERNETES_NAMESPACE": namespace,
+            "PYPOD_KUBECTL": cluster.kubectl,
+            "PYPOD_BASE_IMAGE": cluster.base_image,
+            "IMAGE_REPO": f"{cluster.registry}/t-{uuid.uuid4().hex[:8]}",
+            "CONTAINERS_CONF": cluster.containers_conf,
+            "PYPOD_CACHE": str(home / "cache"),
+        },
+    )

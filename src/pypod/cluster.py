@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 try:
-    from distributed.core import Status
     from distributed.deploy.spec import ProcessInterface, SpecCluster
     from distributed.scheduler import Scheduler
 except ImportError as exc:  # the usual cause: a driver image without dask
@@ -426,7 +425,3 @@ class K8sCluster(SpecCluster):
             lines = [line async for line in self._manager.client.log(name, namespace=self.namespace)]
             logs[name] = "".join(lines)
         return logs
-
-    @property
-    def worker_status(self) -> dict[str, Status]:
-        return {name: w.status for name, w in self.workers.items()}

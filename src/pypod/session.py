@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import agent, history
-from .errors import PypodError, StreamError, UsageError
+from .errors import NotFound, PypodError, StreamError, UsageError
 from .forward import PortForward
 from .kube.manifests import DRIVER_CONTAINER, RunSpec, driver_job, job_command
 from .names import run_name, validate_run_name
@@ -165,18 +165,12 @@ class Session:
             self.client.create(codecs.from_dict(job), namespace=self.namespace)
 
     def delete_job(self, name: str) -> None:
-        from lightkube.core.exceptions import ApiError
+        """Delete the run's Job and, in the background, its pod; gone already is fine."""
         from lightkube.resources.batch_v1 import Job
         from lightkube.types import CascadeType
 
-        try:
-            with self.api("delete", "jobs", name):
-                self.client.delete(Job, name, namespace=self.namespace, cascade=CascadeType.BACKGROUND)
-        except PypodError as exc:
-            if getattr(exc.__cause__, "status", None) is None or not isinstance(exc.__cause__, ApiError):
-                raise
-            if exc.__cause__.status.code != 404:
-                raise
+        with contextlib.suppress(NotFound), self.api("delete", "jobs", name):
+            self.client.delete(Job, name, namespace=self.namespace, cascade=CascadeType.BACKGROUND)
 
     def wait_running(self, name: str, accept_terminated: bool) -> tuple[Any, Any]:
         """Watch until the pod runs; on failure delete the Job and show its last events."""
@@ -205,8 +199,6 @@ class Session:
 
     # -- job mode -----------------------------------------------------------------
     def follow_logs(self, pod: str, watcher: Any) -> int:
-        from .kube.watch import RunState
-
         with self.api("get", "pods/log", pod):
             for line in self.client.log(pod, namespace=self.namespace, container=DRIVER_CONTAINER, follow=True):
                 sys.stdout.write(line)
@@ -214,8 +206,8 @@ class Session:
         # The log stream ends when the container does; its exit code follows shortly in the status.
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            report = RunState.report(watcher.state) if hasattr(watcher, "state") else None
-            if report and report.exit_code is not None:
+            report = watcher.snapshot()
+            if report.exit_code is not None:
                 return report.exit_code
             with contextlib.suppress(Exception):
                 watcher.updates.get(timeout=0.5)

@@ -10,30 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from harness.cluster import ClusterInfo
 from harness.images import podman_env
 from harness.layout import Layout
-from tests.pypodcli import cli_env, run_cli
+from tests.pypodcli import run_cli
 
 pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture
-def env(cluster: ClusterInfo, namespace: str, tmp_path: Path) -> dict[str, str]:
-    home = tmp_path / "home"
-    home.mkdir()
-    return cli_env(
-        home,
-        {
-            "KUBECONFIG": cluster.admin_kubeconfig,
-            "KUBERNETES_NAMESPACE": namespace,
-            "PYPOD_KUBECTL": cluster.kubectl,
-            "PYPOD_BASE_IMAGE": cluster.base_image,
-            "IMAGE_REPO": f"{cluster.registry}/deps-{uuid.uuid4().hex[:8]}",
-            "CONTAINERS_CONF": cluster.containers_conf,
-            "PYPOD_CACHE": str(home / "cache"),
-        },
-    )
+def env(pypod_env: dict[str, str]) -> dict[str, str]:
+    return pypod_env
 
 
 def project(root: Path, **files: str) -> Path:

@@ -14,7 +14,7 @@ import pytest
 from harness.cluster import ClusterInfo
 from pypod.image.ship import ship_source_image
 from pypod.project import load_project
-from tests.pypodcli import cli_env, run_cli
+from tests.pypodcli import run_cli
 
 pytestmark = pytest.mark.cluster
 
@@ -106,26 +106,16 @@ def test_other_tools_agree_with_the_pushed_image(cluster, repo, tmp_path):
     assert not any(".git" in n for n in names)
 
 
-def test_pypod_run_without_image_runs_the_projects_code_in_a_pod(cluster, namespace, tmp_path):
+def test_pypod_run_without_image_runs_the_projects_code_in_a_pod(pypod_env, tmp_path):
     root = project(tmp_path)
-    env = cli_env(
-        tmp_path / "home",
-        {
-            "KUBECONFIG": cluster.admin_kubeconfig,
-            "KUBERNETES_NAMESPACE": namespace,
-            "PYPOD_KUBECTL": cluster.kubectl,
-            "PYPOD_BASE_IMAGE": cluster.base_image,
-            "IMAGE_REPO": f"{cluster.registry}/e2e-run",
-        },
-    )
-    (tmp_path / "home").mkdir()
+    env = pypod_env
     result = run_cli(["run", "-m", "app.main"], env, cwd=root)
     assert result.returncode == 0, result.stderr
     assert "answer 42" in result.stdout
     assert "image shipme_" in result.stderr
 
 
-def test_a_delta_layer_edits_and_deletes_files_in_the_pod(cluster, namespace, tmp_path):
+def test_a_delta_layer_edits_and_deletes_files_in_the_pod(cluster, pypod_env, tmp_path):
     root = project(tmp_path, "deltas")
     (root / "gone.py").write_text("print('should be deleted')\n")
     repo = f"{cluster.registry}/e2e-delta-{uuid.uuid4().hex[:8]}"
@@ -136,11 +126,7 @@ def test_a_delta_layer_edits_and_deletes_files_in_the_pod(cluster, namespace, tm
     second = ship_source_image(load_project(root), cluster.base_image, repo)
     assert second.delta and second.layer_files == 2  # one edit, one whiteout
     assert second.pushed_bytes < 2_000
-    env = cli_env(
-        tmp_path / "home",
-        {"KUBECONFIG": cluster.admin_kubeconfig, "KUBERNETES_NAMESPACE": namespace, "PYPOD_KUBECTL": cluster.kubectl},
-    )
-    (tmp_path / "home").mkdir()
+    env = pypod_env
     code = "import os, runpy; print(sorted(os.listdir('.'))); runpy.run_module('app.main', run_name='__main__')"
     result = run_cli(["--image", second.reference, code], env, cwd=root)
     assert result.returncode == 0, result.stderr

@@ -14,7 +14,7 @@ from lightkube.resources.core_v1 import Pod
 from harness.cluster import ClusterInfo
 from pypod.rbac import role_objects
 from tests.kubehelp import wait_for
-from tests.pypodcli import cli_env, run_cli
+from tests.pypodcli import run_cli
 
 pytestmark = pytest.mark.cluster
 
@@ -118,20 +118,9 @@ def dask_project(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def env(cluster: ClusterInfo, namespace: str, tmp_path: Path) -> dict[str, str]:
-    home = tmp_path / "home"
-    home.mkdir()
-    return cli_env(
-        home,
-        {
-            "KUBECONFIG": cluster.admin_kubeconfig,
-            "KUBERNETES_NAMESPACE": namespace,
-            "PYPOD_KUBECTL": cluster.kubectl,
-            "PYPOD_BASE_IMAGE": cluster.base_image,
-            "IMAGE_REPO": f"{cluster.registry}/dask-tests",
-            "CONTAINERS_CONF": cluster.containers_conf,
-        },
-    )
+def env(pypod_env: dict[str, str], cluster: ClusterInfo) -> dict[str, str]:
+    # One repository for the module: the dependency image with dask is built once.
+    return dict(pypod_env, IMAGE_REPO=f"{cluster.registry}/dask-tests")
 
 
 def grant_pod_rights(kube, namespace: str) -> None:  # type: ignore[no-untyped-def]

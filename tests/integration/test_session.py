@@ -15,24 +15,14 @@ from lightkube.resources.core_v1 import Pod
 
 from harness.cluster import ClusterInfo
 from tests.kubehelp import wait_for, wait_pod
-from tests.pypodcli import Terminal, cli_env, run_cli
+from tests.pypodcli import Terminal, run_cli
 
 pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture
-def env(cluster: ClusterInfo, namespace: str, tmp_path: Path) -> dict[str, str]:
-    home = tmp_path / "home"
-    home.mkdir()
-    return cli_env(
-        home,
-        {
-            "KUBECONFIG": cluster.admin_kubeconfig,
-            "KUBERNETES_NAMESPACE": namespace,
-            "PYPOD_IMAGE": cluster.base_image,
-            "PYPOD_KUBECTL": cluster.kubectl,
-        },
-    )
+def env(pypod_env: dict[str, str], cluster: ClusterInfo) -> dict[str, str]:
+    return dict(pypod_env, PYPOD_IMAGE=cluster.base_image)  # a given image: nothing is built
 
 
 def jobs_left(kube, namespace: str) -> list[str]:  # type: ignore[no-untyped-def]
