@@ -77,6 +77,67 @@ def test_pyproject_key_ignores_everything_but_the_dependency_list(tmp_path: Path
     assert render(detect(tmp_path), "b@sha256:1", {"pyproject.toml": b""}).key == first.key
 
 
+POETRY_LOCK = """
+[[package]]
+name = "six"
+version = "1.16.0"
+groups = ["main"]
+markers = 'python_version >= "3.8"'
+
+[[package]]
+name = "pytest"
+version = "8.0.0"
+groups = ["dev"]
+
+[[package]]
+name = "attrs"
+version = "23.1.0"
+category = "main"
+"""
+
+PDM_LOCK = """
+[[package]]
+name = "six"
+version = "1.16.0"
+groups = ["default"]
+
+[[package]]
+name = "ruff"
+version = "0.6.0"
+groups = ["dev"]
+"""
+
+PIPFILE_LOCK = (
+    '{"default": {"six": {"version": "==1.16.0", "markers": "python_version >= \'3.8\'"}}, '
+    '"develop": {"pytest": {"version": "==8.0.0"}}}'
+)
+
+
+@pytest.mark.parametrize(
+    "kind, name, text, expected",
+    [
+        ("poetry", "poetry.lock", POETRY_LOCK, 'attrs==23.1.0\nsix==1.16.0 ; python_version >= "3.8"\n'),
+        ("pdm", "pdm.lock", PDM_LOCK, "six==1.16.0\n"),
+        ("pipenv", "Pipfile.lock", PIPFILE_LOCK, "six==1.16.0 ; python_version >= '3.8'\n"),
+    ],
+)
+def test_lockfiles_become_exact_runtime_pins(tmp_path: Path, kind: str, name: str, text: str, expected: str):
+    touch(tmp_path, name, text=text)
+    spec = detect(tmp_path)
+    assert spec.kind == kind
+    build = render(spec, "b@sha256:1", {name: text.encode()})
+    assert build.context_files["requirements.txt"].decode() == expected
+    assert "uv pip install" in build.containerfile
+
+
+def test_lockfile_sources_pypod_cannot_translate_are_named():
+    from pypod.image.locks import lock_requirements
+
+    git_dep = '[[package]]\nname = "mine"\nversion = "1"\ngroups = ["main"]\n[package.source]\ntype = "git"\n'
+    with pytest.raises(ProjectError, match="mine from a git source"):
+        lock_requirements("poetry", git_dep)
+
+
 def test_unsupported_specs_say_so(tmp_path: Path):
     touch(tmp_path, "environment.yml")
     with pytest.raises(ProjectError, match="cannot build a dependency image from conda"):
