@@ -80,6 +80,14 @@ def is_insecure(registry: str) -> bool:
     return host in ("localhost", "127.0.0.1", "::1") or registry in listed or host in listed
 
 
+def docker_configs() -> list[str]:
+    """Docker's credentials file: $DOCKER_CONFIG/config.json, else ~/.docker/config.json
+    (oras-py itself reads only the latter)."""
+    folder = os.environ.get("DOCKER_CONFIG")
+    path = Path(folder) / "config.json" if folder else Path.home() / ".docker" / "config.json"
+    return [str(path)] if path.exists() else []
+
+
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -108,6 +116,7 @@ class Registry:
         self.insecure = is_insecure(host)
         self.prefix = "http" if self.insecure else "https"
         self.oras = oras.provider.Registry(hostname=host, insecure=self.insecure, auth_backend="token")
+        self._auth_ready = False
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
@@ -127,18 +136,44 @@ class Registry:
             ) from exc
 
     def _request(self, method: str, path: str, **kwargs: Any):  # type: ignore[no-untyped-def]
-        from oras.container import Container
-
-        # oras loads credentials per repository; give it one for this host.
-        repository = path.split("/")[2] if path.count("/") > 2 else "library"
-        self.oras.auth.load_configs(Container(f"{self.host}/{repository}"))
-        response = self.oras.do_request(f"{self.prefix}://{self.host}{path}", method, **kwargs)
+        if not self._auth_ready:
+            self._prepare_auth()
+        # oras-py's do_request retries every failure five times with sleeps of 3 s to 83 s:
+        # over two minutes before "unreachable" or "wrong password" could be said. Call the
+        # undecorated method; a refusal is reported at once.
+        do_request = getattr(type(self.oras).do_request, "__wrapped__", type(self.oras).do_request)
+        try:
+            response = do_request(self.oras, f"{self.prefix}://{self.host}{path}", method, **kwargs)
+        except ValueError as exc:  # oras: a challenge it could not answer
+            raise RegistryError(
+                f"registry {self.host} requires a login and no usable credentials for it were found ({exc})",
+                hint=f"log in (docker login {self.host}) or add it to ~/.docker/config.json",
+            ) from exc
         if response.status_code in (401, 403):
             raise RegistryError(
                 f"registry {self.host} answered {response.status_code} to {method} {path}",
                 hint=f"log in to {self.host} (docker login) or check your permissions on it",
             )
         return response
+
+    def _prepare_auth(self) -> None:
+        """Load credentials for this host (docker config, credential helpers); if there are
+        some and the registry asks for Basic auth (htpasswd registries), use basic auth:
+        oras-py's token backend would take the Basic realm for a token URL."""
+        import oras.auth
+        from oras.container import Container
+
+        self._auth_ready = True
+        container = Container(f"{self.host}/library")
+        self.oras.auth.load_configs(container, configs=docker_configs())
+        if not getattr(self.oras.auth, "_basic_auth", None):  # oras keeps found credentials there
+            return  # anonymous, or a bearer-token flow oras handles itself
+        challenge = self.oras.session.get(f"{self.prefix}://{self.host}/v2/", verify=not self.insecure)
+        if challenge.status_code == 401 and "basic" in challenge.headers.get("WWW-Authenticate", "").lower():
+            self.oras.auth = oras.auth.get_auth_backend(
+                "basic", self.oras.session, self.insecure, tls_verify=not self.insecure
+            )
+            self.oras.auth.load_configs(container, configs=docker_configs())
 
     # -- reading -------------------------------------------------------------
     def manifest_digest(self, ref: ImageRef) -> str | None:
@@ -191,9 +226,9 @@ class Registry:
             response = self._request("POST", f"/v2/{repository}/blobs/uploads/?mount={digest}&from={source}")
         return response.status_code == 201
 
-    def _upload(self, repository: str, path: Path, digest: str) -> None:
+    def _upload(self, repository: str, path: Path, digest: str, start: Any = None) -> None:
         with self._errors("upload a blob"):
-            start = self._request("POST", f"/v2/{repository}/blobs/uploads/")
+            start = start if start is not None else self._request("POST", f"/v2/{repository}/blobs/uploads/")
             if start.status_code != 202:
                 raise RegistryError(f"starting an upload to {repository} answered {start.status_code}")
             location = start.headers["Location"]
@@ -226,6 +261,19 @@ class Registry:
         report.uploaded_blobs += 1
         report.uploaded_bytes += path.stat().st_size
 
+    def push_blob(self, repository: str, digest: str, path: Path, report: PushReport) -> None:
+        """Upload a new blob unless `repository` has it, in one round trip fewer than HEAD
+        then upload: a mount from the repository itself answers 201 when the blob is there,
+        and otherwise opens the upload session."""
+        with self._errors("upload a blob"):
+            start = self._request("POST", f"/v2/{repository}/blobs/uploads/?mount={digest}&from={repository}")
+        if start.status_code == 201:
+            report.skipped_blobs += 1
+            return
+        self._upload(repository, path, digest, start)
+        report.uploaded_blobs += 1
+        report.uploaded_bytes += path.stat().st_size
+
     def put_manifest(self, ref: ImageRef, manifest: dict[str, Any]) -> str:
         body = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
         with self._errors(f"push {ref}"):
@@ -243,6 +291,8 @@ class Registry:
 def resolve_digest(image: str) -> ImageRef:
     """`image` pinned to the digest its tag points at now; an error if it does not exist."""
     ref = ImageRef.parse(image)
+    if ref.digest:  # already pinned (the dependency image is handed on this way)
+        return ref
     digest = Registry(ref.registry).manifest_digest(ref)
     if digest is None:
         raise RegistryError(f"image {ref} is not in its registry", hint="push it, or choose another with --base-image")
@@ -344,7 +394,7 @@ def append_layer(
         reports = [PushReport() for _ in uploads]
         with ThreadPoolExecutor(max_workers=2) as pool:
             futures = [
-                pool.submit(Registry(target.registry).ensure_blob, target.repository, digest, path, part)
+                pool.submit(Registry(target.registry).push_blob, target.repository, digest, path, part)
                 for (digest, path), part in zip(uploads, reports, strict=True)
             ]
             for future in futures:

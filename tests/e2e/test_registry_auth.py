@@ -1,0 +1,138 @@
+"""Registry auth against a real docker-registry that demands a password: refused without
+credentials (one clear line), accepted from ~/.docker/config.json and from a credential
+helper (as ECR's is used)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import bcrypt
+import pytest
+
+from harness.cluster import ClusterInfo
+from pypod.errors import RegistryError
+from pypod.image.ship import ship_source_image
+from pypod.project import load_project
+from tests.pypodcli import run_cli
+
+pytestmark = pytest.mark.cluster
+USER, PASSWORD = "pypod", f"pw-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="module")
+def locked_registry(cluster: ClusterInfo, tmp_path_factory) -> str:  # type: ignore[no-untyped-def]
+    """A second docker-registry on loopback with htpasswd auth, holding the base image."""
+    folder = tmp_path_factory.mktemp("locked-registry")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    htpasswd = folder / "htpasswd"
+    htpasswd.write_text(f"{USER}:{bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=5)).decode()}\n")
+    config = folder / "config.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: warn\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {folder / 'data'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+        f"auth:\n  htpasswd:\n    realm: pypod-test\n    path: {htpasswd}\n"
+    )
+    server = subprocess.Popen(
+        ["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    host = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://{host}/v2/", timeout=1)
+        except urllib.error.HTTPError as answer:
+            if answer.code == 401:
+                break
+        except OSError:
+            time.sleep(0.1)
+    subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            f"{USER}:{PASSWORD}",
+            f"docker://{cluster.base_image}",
+            f"docker://{host}/base/python:3",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    yield host
+    server.terminate()
+    server.wait(10)
+
+
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "authproj"
+    root.mkdir(parents=True)
+    (root / "main.py").write_text("print('hi')\n")
+    return root
+
+
+def docker_config(folder: Path, content: dict) -> str:  # type: ignore[type-arg]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(content))
+    return str(folder)
+
+
+def test_without_credentials_the_registry_refusal_is_one_clear_line(locked_registry, tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKER_CONFIG", docker_config(tmp_path / "empty", {}))
+    with pytest.raises(RegistryError, match=f"registry {locked_registry}"):
+        ship_source_image(load_project(project(tmp_path)), f"{locked_registry}/base/python:3", f"{locked_registry}/app")
+    env = dict(
+        os.environ,
+        DOCKER_CONFIG=str(tmp_path / "empty"),
+        PYPOD_BASE_IMAGE=f"{locked_registry}/base/python:3",
+        IMAGE_REPO=f"{locked_registry}/app",
+        HOME=str(tmp_path),
+    )
+    result = run_cli(["--dry-run", "print(1)"], env, cwd=project(tmp_path / "x"))
+    assert result.returncode == 0  # dry-run touches no registry
+    refused = run_cli(["print(1)"], env, cwd=tmp_path / "x" / "authproj")
+    assert refused.returncode == 75, refused.stderr
+    assert "log in" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_credentials_from_docker_config(locked_registry, tmp_path, monkeypatch):
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    monkeypatch.setenv(
+        "DOCKER_CONFIG", docker_config(tmp_path / "auths", {"auths": {locked_registry: {"auth": token}}})
+    )
+    shipped = ship_source_image(
+        load_project(project(tmp_path)), f"{locked_registry}/base/python:3", f"{locked_registry}/app"
+    )
+    assert not shipped.reused and shipped.reference.startswith(f"{locked_registry}/app@sha256:")
+
+
+def test_credentials_from_a_credential_helper(locked_registry, tmp_path, monkeypatch):
+    helpers = tmp_path / "bin"
+    helpers.mkdir()
+    helper = helpers / "docker-credential-pypodtest"
+    helper.write_text(
+        "#!/bin/sh\nread host\n"
+        f'[ "$host" = "{locked_registry}" ] || exit 1\n'
+        f'echo \'{{"ServerURL": "\'$host\'", "Username": "{USER}", "Secret": "{PASSWORD}"}}\'\n'
+    )
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{helpers}:{os.environ['PATH']}")
+    monkeypatch.setenv(
+        "DOCKER_CONFIG", docker_config(tmp_path / "helpers", {"credHelpers": {locked_registry: "pypodtest"}})
+    )
+    shipped = ship_source_image(
+        load_project(project(tmp_path)), f"{locked_registry}/base/python:3", f"{locked_registry}/helped"
+    )
+    assert shipped.reference.startswith(f"{locked_registry}/helped@sha256:")
