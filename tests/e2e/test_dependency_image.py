@@ -238,3 +238,15 @@ def test_a_poetry_lock_installs_exactly_its_runtime_pins(env, tmp_path):
     assert "poetry.lock pins the environment" in result.stderr
     assert "six 1.16.0" in result.stdout
     assert "dev installed: False" in result.stdout
+
+
+def test_a_setup_py_project_gets_its_install_requires(env, tmp_path):
+    setup = (
+        "from setuptools import setup\n"
+        "setup(name='olden', version='0.1', install_requires=['six==1.16.0'], extras_require={'x': ['attrs']})\n"
+    )
+    root = project(tmp_path / "olden", **{"setup.py": setup, "main.py": MAIN})
+    result = run_cli(["run", "main.py"], env, cwd=root, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "setup.py describes the project" in result.stderr
+    assert "six 1.16.0" in result.stdout

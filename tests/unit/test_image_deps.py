@@ -150,3 +150,13 @@ def test_secret_env_carries_index_urls_and_token_but_only_as_exports(tmp_path: P
     text = secret_env_text({"PIP_INDEX_URL": "https://u:p@idx/simple", "GITHUB_TOKEN_FILE": str(token)})
     assert "export UV_INDEX_URL=https://u:p@idx/simple" in text
     assert "x-access-token:ghp_secret123@github.com" in text
+
+
+def test_setup_py_dependencies_are_read_by_egg_info_in_the_build(tmp_path: Path):
+    touch(tmp_path, "setup.py", text="from setuptools import setup\nsetup(install_requires=['six'])\n")
+    touch(tmp_path, "setup.cfg", text="[metadata]\nname = x\n")
+    spec = detect(tmp_path)
+    assert spec.files == ("setup.py", "setup.cfg")
+    build = render(spec, "b@sha256:1", {"setup.py": b"a", "setup.cfg": b"b"})
+    assert set(build.context_files) == {"setup.py", "setup.cfg"}
+    assert "egg_info" in build.containerfile

@@ -115,5 +115,6 @@ def detect(root: Path, dockerfile: str | None = None) -> EnvSpec:
                 dependencies=deps,
             )
     if (folder / "setup.py").exists():
-        return spec("setup.py", (rel("setup.py"), *extra_files), f"{rel('setup.py')} describes the project")
+        setup_files = (rel("setup.py"), *([rel("setup.cfg")] if (folder / "setup.cfg").exists() else []))
+        return spec("setup.py", (*setup_files, *extra_files), f"{rel('setup.py')} describes the project")
     return nothing

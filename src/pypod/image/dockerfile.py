@@ -24,7 +24,15 @@ PRELUDE = (
     "if [ -s /run/secrets/ca ]; then "
     "export SSL_CERT_FILE=/run/secrets/ca PIP_CERT=/run/secrets/ca UV_NATIVE_TLS=1; fi; "
 )
-SUPPORTED = ("requirements", "pyproject", "uv", "poetry", "pdm", "pipenv", "none")
+SUPPORTED = ("requirements", "pyproject", "uv", "poetry", "pdm", "pipenv", "setup.py", "none")
+# setup.py declares its dependencies only when run: egg_info writes them to requires.txt
+# (install_requires comes before the first [extra] section).
+SETUP_PY_REQUIREMENTS = (
+    'python -c "import glob; '
+    "text = ''.join(open(f).read() for f in glob.glob('/tmp/pypod-egg/*.egg-info/requires.txt')); "
+    "head = '' if text.startswith('[') else text.split('\\n[')[0]; "
+    "open('requirements.txt', 'w').write(head)\""
+)
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,16 @@ def render(spec: EnvSpec, base_image: str, files: dict[str, bytes], platform: st
         lines.append(
             f"RUN {SECRETS} {PRELUDE}cd {ENV_DIR} && UV_PROJECT_ENVIRONMENT={VENV} "
             "uv sync --locked --no-install-project --no-dev"
+        )
+    elif spec.kind == "setup.py":
+        names = [n for n in spec.files if n.rsplit("/", 1)[-1] in ("setup.py", "setup.cfg")]
+        for name in names:
+            context[name.rsplit("/", 1)[-1]] = files[name]
+        lines.append(f"COPY {' '.join(sorted(n.rsplit('/', 1)[-1] for n in names))} {ENV_DIR}/")
+        lines.append(
+            f"RUN {SECRETS} {PRELUDE}cd {ENV_DIR} && uv pip install --python {VENV}/bin/python -q setuptools && "
+            f"mkdir -p /tmp/pypod-egg && python setup.py -q egg_info --egg-base /tmp/pypod-egg && "
+            f"{SETUP_PY_REQUIREMENTS} && uv pip install --python {VENV}/bin/python -r requirements.txt"
         )
     if spec.post_build:
         context["postBuild"] = files[spec.post_build]
