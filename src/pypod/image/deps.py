@@ -33,7 +33,7 @@ class DependencyImage:
     tag: str = ""
 
     def summary(self) -> str:
-        if self.spec.kind == "none" and not self.built:
+        if not self.built and not self.tag:
             return f"dependencies: none ({self.spec.reason})"
         verb = "built and pushed" if self.built else "reused"
         return f"dependencies: {verb} {self.tag} ({self.spec.reason}; {self.seconds:.1f}s)"
@@ -58,7 +58,8 @@ def ensure_dependency_image(
             f"base image {base} is not in its registry", hint="push it, or choose another with --base-image"
         )
     base_by_digest = str(base.with_digest(base_digest))
-    if spec.kind == "none" and not spec.apt_file and not spec.post_build:
+    nothing_to_install = spec.kind == "none" or (spec.kind == "pyproject" and not spec.dependencies)
+    if nothing_to_install and not spec.apt_file and not spec.post_build:
         return DependencyImage(base_by_digest, spec, False, time.monotonic() - started)
     files = {name: (project.root / name).read_bytes() for name in spec.files}
     if spec.kind == "dockerfile":

@@ -54,7 +54,11 @@ class ShippedImage:
         if self.reused:
             what = "unchanged, nothing pushed"
         else:
-            kind = f"a delta layer of {self.layer_files} files" if self.delta else f"{self.layer_files} files"
+            kind = (
+                f"a delta layer of {self.layer_files} files"
+                if self.delta
+                else f"a source layer of {self.layer_files} files, pypod's own included"
+            )
             what = f"pushed {kind}, {_size(self.pushed_bytes)}"
         return f"image {self.tag}: {self.files} files on {self.base}; {what} ({self.seconds:.2f}s)"
 
