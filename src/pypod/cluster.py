@@ -39,6 +39,7 @@ except ImportError as exc:  # the usual cause: a driver image without dask
     ) from exc
 
 from .errors import Forbidden, PypodError, UsageError
+from .forward import free_port
 from .kube.status import FATAL_WAITING, explain
 from .kube.workers import LABEL_CLUSTER, WorkerEnd, worker_end, worker_pod_spec
 
@@ -256,14 +257,6 @@ class _PodManager:
             await self.client.close()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
-
-
 def _driver_pod() -> dict[str, Any] | None:
     """This pod, read from the API by its own name; None outside a pod."""
     if not (SERVICE_ACCOUNT_DIR / "token").exists():
@@ -362,7 +355,7 @@ class K8sCluster(SpecCluster):
         self.image, self.namespace, self.service_account = image, namespace, service_account
         self.cluster_id = f"{self.driver_name[:40]}-{secrets.token_hex(3)}"
         # Workers are told the address before the scheduler binds it, so 0 means "a free port, chosen now".
-        scheduler_port = scheduler_port or _free_port()
+        scheduler_port = scheduler_port or free_port("0.0.0.0")
         self._manager = _PodManager(self)
         scheduler = {
             "cls": Scheduler,

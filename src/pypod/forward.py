@@ -7,6 +7,7 @@ supervisor that starts it again, until the session stops it.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import threading
 from collections.abc import Sequence
@@ -44,3 +45,10 @@ class PortForward:
             if self._proc is not None and self._proc.poll() is None:
                 self._proc.terminate()
         self._thread.join(timeout=5)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on `host` now (for a local forward, or a listener announced before it binds)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])

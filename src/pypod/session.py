@@ -15,7 +15,7 @@ from typing import Any
 
 from . import agent, history
 from .errors import NotFound, PypodError, StreamError, UsageError
-from .forward import PortForward
+from .forward import PortForward, free_port
 from .kube.manifests import DRIVER_CONTAINER, RunSpec, driver_job, job_command
 from .names import run_name, validate_run_name
 from .project import Project
@@ -245,14 +245,6 @@ class Session:
         return forwards
 
 
-def free_local_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def history_path(settings: Settings) -> Path:
     return Path(settings.history_file).expanduser()
 
@@ -292,7 +284,7 @@ def start(settings: Settings, project: Project, request: RunRequest, out: Output
             return code
         notebook = ()
         if request.notebook_port:
-            local = free_local_port()
+            local = free_port()
             notebook = (f"{local}:{request.notebook_port}",)
         forwards = session.port_forwards(pod, notebook)
         if notebook:

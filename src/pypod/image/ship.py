@@ -127,7 +127,7 @@ def pypod_files() -> dict[str, Path]:
     }
 
 
-def _with_pypod(project_root: Path, entries: dict[str, str]) -> tuple[dict[str, str], dict[str, Path]]:
+def _with_pypod(entries: dict[str, str]) -> tuple[dict[str, str], dict[str, Path]]:
     """Add pypod's own files to the layer's entries; returns them and their sources."""
     sources = pypod_files()
     package_parent = Path(__file__).resolve().parents[2]
@@ -169,7 +169,7 @@ def ship_source_image(
     with ThreadPoolExecutor(max_workers=1) as pool:  # the registry round trip overlaps the scan
         base_lookup = pool.submit(resolve_digest, base_image)
         scan = scan_project(project.root, excludes)
-        entries, sources = _with_pypod(project.root, file_entries(project.root, scan))
+        entries, sources = _with_pypod(file_entries(project.root, scan))
         base_digest = base_lookup.result().digest or ""
     tag = image_tag(project.name, project.git.branch, project.git.commit, fingerprint(entries), base_digest)
     target = target_repo.with_tag(tag)
