@@ -166,4 +166,5 @@ def test_pypod_ships_its_own_package_files():
     files = pypod_files()
     assert f"{PYPOD_LIB}/pypod/cluster.py" in files
     assert f"{PYPOD_LIB}/pypod/agent/session.py" in files
+    assert f"{PYPOD_LIB}/pypod/agent/syncd.py" in files
     assert not any("__pycache__" in name for name in files)

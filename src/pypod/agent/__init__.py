@@ -1,36 +1,79 @@
 """The in-pod agent (standard library only), and how pypod ships it into any image.
 
-The agent's source travels in an environment variable of the driver container,
-compressed; a one-line bootstrap given to `python3 -c` writes it to
-/tmp/pypod/agent.py and runs it. So the image needs Python, not pypod.
+The agent's modules travel as one zip application (`python agent.pyz ROLE`), so
+the image needs Python 3.8+, not pypod. Two ways in:
+
+- the driver of an interactive run gets the archive in an environment variable;
+  a one-line bootstrap given to `python3 -c` writes it out and runs the host;
+- any other pod gets it over the exec stream: a loader given to `python3 -c`
+  reads the archive's bytes from stdin, then the same stdin carries the protocol.
 """
 
 from __future__ import annotations
 
 import base64
-import zlib
+import hashlib
+import io
+import zipfile
 from functools import cache
 from pathlib import Path
 
 AGENT_ENV = "PYPOD_AGENT"
 ATTACH_ENTRYPOINT = "/tmp/pypod/attach"
+PACKAGE = "pypod_agent"  # the agent's package name inside the archive
+MODULES = ("frames", "main", "session", "syncd", "tree", "watcher")
 
 BOOTSTRAP = (
-    "import base64,os,runpy,sys,zlib\n"
+    "import base64,os,runpy,sys\n"
     "os.makedirs('/tmp/pypod',exist_ok=True)\n"
-    "p='/tmp/pypod/agent.py'\n"
-    f"open(p,'wb').write(zlib.decompress(base64.b64decode(os.environ['{AGENT_ENV}'])))\n"
+    "p='/tmp/pypod/agent.pyz'\n"
+    f"open(p,'wb').write(base64.b64decode(os.environ['{AGENT_ENV}']))\n"
     "sys.argv=[p]+sys.argv[1:]\n"
     "runpy.run_path(p,run_name='__main__')\n"
 )
 
+# argv: <archive size> <archive sha1> ROLE ...; the archive's bytes come first on stdin.
+STDIN_LOADER = (
+    "import os,runpy,sys,tempfile\n"
+    "n=int(sys.argv[1]);b=bytearray()\n"
+    "while len(b)<n:\n"
+    " c=os.read(0,n-len(b))\n"
+    " if not c:sys.exit(3)\n"
+    " b+=c\n"
+    "d=os.path.join(tempfile.gettempdir(),'pypod');os.makedirs(d,exist_ok=True)\n"
+    "p=os.path.join(d,'agent-%s.pyz'%sys.argv[2]);t='%s.%d'%(p,os.getpid())\n"
+    "open(t,'wb').write(b);os.replace(t,p)\n"
+    "sys.argv=[p]+sys.argv[3:]\n"
+    "runpy.run_path(p,run_name='__main__')\n"
+)
+
+_MAIN = f"import sys\nfrom {PACKAGE}.main import main\nsys.exit(main(sys.argv[1:]))\n"
+
+
+@cache
+def agent_archive() -> bytes:
+    """The agent as a zip application; byte-for-byte the same for the same sources."""
+    here = Path(__file__).parent
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+
+        def add(name: str, data: bytes) -> None:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, data)
+
+        add("__main__.py", _MAIN.encode())
+        add(f"{PACKAGE}/__init__.py", b"")
+        for module in MODULES:
+            add(f"{PACKAGE}/{module}.py", (here / f"{module}.py").read_bytes())
+    return buffer.getvalue()
+
 
 @cache
 def agent_payload() -> str:
-    """The agent's source, zlib-compressed and base64-encoded (well under 128 KiB,
+    """The archive, base64-encoded for an environment variable (well under 128 KiB,
     the kernel's limit for one environment string)."""
-    source = (Path(__file__).parent / "session.py").read_bytes()
-    return base64.b64encode(zlib.compress(source, 9)).decode()
+    return base64.b64encode(agent_archive()).decode()
 
 
 def host_command(python: str, keep_alive: float, detach: bool, repl: list[str] | None) -> list[str]:
@@ -39,3 +82,10 @@ def host_command(python: str, keep_alive: float, detach: bool, repl: list[str] |
     if detach:
         command.append("--detach")
     return [*command, "--", *(repl or ["auto"])]
+
+
+def stdin_command(python: str, role: str, *args: str) -> tuple[list[str], bytes]:
+    """The exec command that runs `role` in any pod with Python, and the bytes to send first."""
+    archive = agent_archive()
+    digest = hashlib.sha1(archive).hexdigest()[:16]
+    return [python, "-c", STDIN_LOADER, str(len(archive)), digest, role, *args], archive

@@ -1,7 +1,4 @@
-"""pypod's in-pod agent. Standard library only; runs on any Python >= 3.8.
-
-It is shipped into the pod by pypod itself (the image need not contain pypod),
-as a single file, and has two roles:
+"""The agent's interactive roles. Standard library only; runs on any Python >= 3.8.
 
 ``host``   the driver container's command. It owns the REPL's pseudo-terminal,
            so the interpreter outlives any client: clients come and go
@@ -12,7 +9,7 @@ as a single file, and has two roles:
 ``attach`` run through ``kubectl exec -i``; relays frames between its
            stdin/stdout and the host's unix socket.
 
-Frames are ``type (1 byte) | length (4 bytes, big-endian) | payload``:
+Frames (see frames.py):
   client -> host: ``S`` start (JSON: rows, cols, history, env), ``i`` input,
                   ``w`` window size (JSON: rows, cols), ``p`` ping
   host -> client: ``o`` output, ``x`` exit (JSON: code, history), ``p`` pong,
@@ -34,9 +31,10 @@ import sys
 import termios
 import time
 
+from .frames import FrameReader, frame
+
 AGENT_DIR = "/tmp/pypod"
 SOCKET_PATH = AGENT_DIR + "/session.sock"
-HEADER = struct.Struct(">cI")
 ATTACH_SCRIPT = """#!%s
 import runpy, sys
 sys.argv = [%r, 'attach'] + sys.argv[1:]
@@ -46,28 +44,6 @@ SCROLLBACK_BYTES = 64 * 1024
 PING_GRACE_S = 30.0  # a client silent this long is gone (its stream died without a close)
 START_WAIT_S = 120.0  # how long the REPL waits for a first client to send history and size
 HISTORY_FILE = os.path.expanduser("~/.python_history")
-
-
-def frame(kind, payload=b""):
-    return HEADER.pack(kind, len(payload)) + payload
-
-
-class FrameReader:
-    """Accumulates bytes and yields complete frames."""
-
-    def __init__(self):
-        self.buffer = b""
-
-    def feed(self, data):
-        self.buffer += data
-        frames = []
-        while len(self.buffer) >= HEADER.size:
-            kind, length = HEADER.unpack_from(self.buffer)
-            if len(self.buffer) < HEADER.size + length:
-                break
-            frames.append((kind, self.buffer[HEADER.size : HEADER.size + length]))
-            self.buffer = self.buffer[HEADER.size + length :]
-        return frames
 
 
 def log(message):
@@ -320,44 +296,30 @@ def attach(socket_path=SOCKET_PATH, wait_s=60.0):
             stdout.flush()
 
 
-def install_attach_entrypoint():
+def install_attach_entrypoint(archive):
     """Make `/tmp/pypod/attach` runnable by exec in any image: no shell is needed."""
     os.makedirs(AGENT_DIR, exist_ok=True)
-    me = os.path.abspath(__file__) if "__file__" in globals() else AGENT_DIR + "/agent.py"
     path = AGENT_DIR + "/attach"
     with open(path + ".tmp", "w") as handle:
-        handle.write(ATTACH_SCRIPT % (sys.executable, me, me))
+        handle.write(ATTACH_SCRIPT % (sys.executable, archive, archive))
     os.chmod(path + ".tmp", 0o755)
     os.replace(path + ".tmp", path)
 
 
-def main(argv):
-    if not argv:
-        sys.stderr.write("usage: agent.py host [--keep-alive S] [--detach] -- COMMAND... | agent.py attach\n")
-        return 2
-    role, rest = argv[0], argv[1:]
-    if role == "attach":
-        return attach()
-    if role == "host":
-        keep_alive, detach = 900.0, False
-        while rest and rest[0] != "--":
-            if rest[0] == "--keep-alive":
-                keep_alive = float(rest[1])
-                rest = rest[2:]
-            elif rest[0] == "--detach":
-                detach = True
-                rest = rest[1:]
-            else:
-                sys.stderr.write("pypod-agent: unknown option %s\n" % rest[0])
-                return 2
-        command = rest[1:] if rest else ["auto"]
-        os.environ.pop("PYPOD_AGENT", None)  # the agent's own source; the REPL need not see it
-        install_attach_entrypoint()
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-        return Host(resolve_repl(command or ["auto"]), keep_alive, detach).run()
-    sys.stderr.write("pypod-agent: unknown role %s\n" % role)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+def host_main(archive, rest):
+    keep_alive, detach = 900.0, False
+    while rest and rest[0] != "--":
+        if rest[0] == "--keep-alive":
+            keep_alive = float(rest[1])
+            rest = rest[2:]
+        elif rest[0] == "--detach":
+            detach = True
+            rest = rest[1:]
+        else:
+            sys.stderr.write("pypod-agent: unknown option %s\n" % rest[0])
+            return 2
+    command = rest[1:] if rest else ["auto"]
+    os.environ.pop("PYPOD_AGENT", None)  # the agent's own source; the REPL need not see it
+    install_attach_entrypoint(archive)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    return Host(resolve_repl(command or ["auto"]), keep_alive, detach).run()

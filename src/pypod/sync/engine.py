@@ -8,14 +8,20 @@ A path's version is its content digest plus executable bit (None: absent).
 - Both changed, differently: the local version stays and goes to the pod; the pod's
   is kept locally as `NAME.pod-conflict-<stamp>`. A change beats a delete. So no
   write is ever lost.
-- First sync (nothing agreed yet): local wins where both have a file and differ;
-  files only in the pod come back; nothing is deleted.
+- First sync (nothing agreed yet), by `initial` mode:
+  ``local`` (default): local wins where both have a path and differ; paths only in
+            the pod come back; nothing is deleted.
+  ``pod``:  the same, but the pod's version wins where both differ.
+  ``mirror``: the pod is made equal to the local folder; paths only in the pod
+            are deleted there (asked for explicitly, never the default).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+INITIAL_MODES = ("local", "pod", "mirror")
 
 Version = str  # "<x or -><digest>"; the mode bit is part of the version
 
@@ -46,6 +52,7 @@ def decide(
     local: Mapping[str, Version],
     remote: Mapping[str, Version],
     stamp: str,
+    initial: str = "local",
 ) -> Plan:
     """The plan for one round. `agreed` None means the first sync."""
     upload, download, delete_local, delete_remote, conflicts = [], [], [], [], []
@@ -60,10 +67,12 @@ def decide(
                 result[path] = lv
             continue
         if first:
-            if lv is not None:  # local wins where both differ; files only here go there
+            if lv is not None and (rv is None or initial != "pod"):
                 upload.append(path)
                 result[path] = lv
-            else:  # only in the pod: it comes back, nothing is deleted
+            elif initial == "mirror":
+                delete_remote.append(path)
+            else:  # only in the pod (or the pod wins): it comes back, nothing is deleted
                 download.append(path)
                 result[path] = rv  # type: ignore[assignment]
             continue

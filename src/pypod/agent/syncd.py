@@ -1,0 +1,260 @@
+"""The pod's side of the live folder sync. Standard library only; Python >= 3.8.
+
+pypod decides; this side reports and obeys. It answers ``H`` (hello: root and
+excludes) with ``I`` (every synced path and its version), then reports changes
+in the pod's copy as ``E`` frames and applies pypod's operations:
+
+  ``P`` put a file (its bytes in this and following ``D`` frames), a directory or
+        a link, if the path still holds the version pypod expects;
+  ``K`` the same from another path's bytes here (a rename: nothing is transferred);
+  ``X`` delete, if the path still holds the expected version;
+  ``G`` send a file back: ``F`` then ``D`` frames; ``p`` ping, answered with ``p``.
+
+Results come back batched in ``A`` frames, {"done": [[path, version]],
+"rejected": [[path, version found, reason]]}. Every path is checked here, by the
+receiver, against the root and the excludes.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import select
+import sys
+import tempfile
+import time
+
+from .frames import FrameReader, meta_frame, split_meta
+from .tree import CHUNK, Excludes, Tree, UnsafePathError, is_file_version
+from .watcher import RESCAN, make_watcher
+
+BYTES_CHANGED = "bytes did not match"
+SETTLE_S = 0.005  # wait this long for more events before reporting a burst
+MAX_SETTLE_S = 0.05
+CACHE_DIR = os.path.join(tempfile.gettempdir(), "pypod")
+
+
+def _cache_file(root):
+    key = hashlib.sha1(root.encode("utf-8", "surrogateescape")).hexdigest()
+    return os.path.join(CACHE_DIR, "sync-cache-%s.json" % key)
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+class Receiving:
+    """A put whose bytes are still arriving (incoming None: they are being skipped)."""
+
+    def __init__(self, path, expect, incoming):
+        self.path, self.expect, self.incoming = path, expect, incoming
+
+
+class SyncAgent:
+    def __init__(self, out_fd):
+        self.out_fd = out_fd
+        self.tree = None
+        self.known = {}
+        self.watcher = None
+        self.receiving = None
+        self.done = []
+        self.rejected = []
+
+    # -- output -----------------------------------------------------------------
+    def flush(self):
+        if self.done or self.rejected:
+            done, rejected = self.done, self.rejected
+            self.done, self.rejected = [], []
+            _write_all(self.out_fd, meta_frame(b"A", {"done": done, "rejected": rejected}))
+
+    def send(self, kind, meta, data=b""):
+        self.flush()  # results first: frames leave in the order things happened here
+        _write_all(self.out_fd, meta_frame(kind, meta, data))
+
+    def settle(self, path, wanted, found, reason="changed in the pod"):
+        """Record the outcome of an operation that wanted `path` to hold `wanted`."""
+        if found:
+            self.known[path] = found
+        else:
+            self.known.pop(path, None)
+        if found == wanted:
+            self.done.append([path, found])
+        else:
+            self.rejected.append([path, found, reason])
+
+    # -- requests -----------------------------------------------------------------
+    def handle(self, kind, meta, data):
+        if kind == b"p":
+            self.send(b"p", {})
+        elif kind == b"H":
+            self.hello(meta)
+        elif self.tree is None:
+            raise ValueError("frame %r before hello" % kind)
+        elif kind == b"P":
+            self.put(meta, data)
+        elif kind == b"D":
+            self.chunk(meta, data)
+        elif kind == b"K":
+            self.copy(meta)
+        elif kind == b"X":
+            path = meta["path"]
+            try:
+                self.settle(path, None, self.tree.remove(path, meta.get("expect")))
+            except UnsafePathError as exc:
+                self.settle(path, None, self.tree.version(path), str(exc))
+        elif kind == b"G":
+            self.get(meta["path"])
+        else:
+            raise ValueError("unknown frame %r" % kind)
+
+    def hello(self, meta):
+        root = os.path.abspath(meta["root"])
+        if meta.get("create"):
+            os.makedirs(root, exist_ok=True)
+        cache = {}
+        with contextlib.suppress(OSError, ValueError), open(_cache_file(root)) as handle:
+            cache = json.load(handle)
+        self.tree = Tree(root, Excludes(meta["excludes"]), cache)
+        self.known = self.tree.scan()
+        self.watcher, how = make_watcher(self.tree.root, self.tree.excludes, meta.get("inotify", True))
+        self.send(b"I", {"entries": self.known, "watcher": how, "python": sys.version.split()[0]})
+        self.save_cache()
+
+    def save_cache(self):
+        if self.tree is None:
+            return
+        with contextlib.suppress(OSError):
+            os.makedirs(CACHE_DIR, exist_ok=True)
+            temp = _cache_file(self.tree.root) + ".%d" % os.getpid()
+            with open(temp, "w") as handle:
+                json.dump({p: self.tree.cache[p] for p in self.known if p in self.tree.cache}, handle)
+            os.replace(temp, _cache_file(self.tree.root))
+
+    def put(self, meta, data):
+        path, version, expect = meta["path"], meta["version"], meta.get("expect")
+        try:
+            if not is_file_version(version):
+                self.settle(path, version, self.tree.commit(path, version, expect))
+                return
+            incoming = self.tree.begin(path, version, meta["size"])
+        except (UnsafePathError, OSError) as exc:
+            self.settle(path, version, self.tree.version(path), str(exc))
+            incoming = None
+        self.receiving = Receiving(path, expect, incoming)
+        self.chunk(meta, data)
+
+    def chunk(self, meta, data):
+        receiving = self.receiving
+        if receiving is None:
+            raise ValueError("file bytes with no put before them")
+        incoming = receiving.incoming
+        if incoming is not None:
+            incoming.write(data)
+        if meta.get("more"):
+            return
+        self.receiving = None
+        if incoming is None:
+            return
+        if incoming.finish() != incoming.version[1:]:
+            incoming.abort()
+            self.settle(incoming.rel, incoming.version, self.tree.version(incoming.rel), BYTES_CHANGED)
+            return
+        found = self.tree.commit(incoming.rel, incoming.version, receiving.expect, incoming.temp)
+        self.settle(incoming.rel, incoming.version, found)
+
+    def copy(self, meta):
+        path, version, source = meta["path"], meta["version"], meta["source"]
+        try:
+            self.tree.check_incoming(path, version)
+            temp = self.tree.copy_to_temp(source, version)
+            if temp is None:
+                self.settle(path, version, self.tree.version(path), "source")
+                return
+            self.settle(path, version, self.tree.commit(path, version, meta.get("expect"), temp))
+        except UnsafePathError as exc:
+            self.settle(path, version, self.tree.version(path), str(exc))
+
+    def get(self, path):
+        """Stream a file's bytes back. Its version is taken before reading; pypod checks
+        the bytes against it, so a file changing meanwhile is caught there."""
+        self.flush()
+        try:
+            version = self.tree.version(path)
+            if not is_file_version(version):
+                self.send(b"F", {"path": path, "version": version, "size": 0, "more": False})
+                return
+            full = self.tree.path(path)
+            size = os.lstat(full).st_size
+            with open(full, "rb") as handle:
+                block = handle.read(CHUNK)
+                more = len(block) == CHUNK
+                self.send(b"F", {"path": path, "version": version, "size": size, "more": more}, block)
+                while more:
+                    block = handle.read(CHUNK)
+                    more = len(block) == CHUNK
+                    _write_all(self.out_fd, meta_frame(b"D", {"more": more}, block))
+        except (OSError, UnsafePathError):
+            self.send(b"F", {"path": path, "version": None, "size": 0, "more": False})
+
+    # -- events -------------------------------------------------------------------
+    def report(self, paths):
+        changes = self.tree.refresh(paths, self.known)
+        if changes:
+            self.send(b"E", {"changes": changes})
+
+
+def serve(in_fd=0, out_fd=1):
+    """Run until stdin closes (pypod went away or the stream broke)."""
+    agent = SyncAgent(out_fd)
+    reader = FrameReader()
+    pending = set()
+    first_pending = last_event = 0.0
+    next_poll = 0.0
+    try:
+        while True:
+            watcher = agent.watcher
+            watch_fd = watcher.fileno() if watcher is not None else None
+            now = time.monotonic()
+            timeout = 5.0
+            if pending:
+                timeout = max(0.0, min(last_event + SETTLE_S, first_pending + MAX_SETTLE_S) - now)
+            elif watcher is not None and watch_fd is None:
+                timeout = max(0.0, next_poll - now)
+            readable, _, _ = select.select([in_fd] + ([watch_fd] if watch_fd is not None else []), [], [], timeout)
+            if in_fd in readable:
+                data = os.read(in_fd, CHUNK + 4096)
+                if not data:
+                    return 0
+                for kind, payload in reader.feed(data):
+                    meta, body = split_meta(payload) if payload else ({}, b"")
+                    agent.handle(kind, meta, body)
+            now = time.monotonic()
+            if watcher is not None:
+                fresh = set()
+                if watch_fd is not None and watch_fd in readable:
+                    fresh = watcher.read()
+                elif watch_fd is None and now >= next_poll:
+                    fresh = {RESCAN}
+                    next_poll = now + watcher.interval
+                if fresh:
+                    first_pending = first_pending if pending else now
+                    last_event = now
+                    pending |= fresh
+                settled = now - last_event >= SETTLE_S or now - first_pending >= MAX_SETTLE_S
+                if pending and (settled or watch_fd is None):
+                    paths, pending = pending, set()
+                    agent.report(paths)
+            agent.flush()
+    except (BrokenPipeError, ConnectionResetError):
+        return 0
+    except Exception as exc:  # reported to pypod, which shows it
+        with contextlib.suppress(OSError):
+            agent.send(b"N", {"fatal": True, "message": "sync agent failed: %s: %s" % (type(exc).__name__, exc)})
+        return 1
+    finally:
+        if agent.receiving is not None and agent.receiving.incoming is not None:
+            agent.receiving.incoming.abort()
+        agent.save_cache()

@@ -1,0 +1,371 @@
+"""One side of a synced folder: what is in it, and safe changes to it.
+
+Used by both ends of the sync (the agent in the pod, pypod on the laptop), so
+both enforce the same rules as receivers. Standard library only; Python >= 3.8.
+
+A path is POSIX and relative to the root. Its version is
+  ``d``                 a directory
+  ``l:<target>``        a symbolic link
+  ``x<blob id>`` / ``-<blob id>``  a regular file, executable or not, named by its
+                        git blob id (sha1 of ``blob <size>\\0<bytes>``)
+Other kinds of file (sockets, fifos, devices) are not synced.
+"""
+
+import contextlib
+import errno
+import hashlib
+import os
+import posixpath
+import re
+import stat
+import tempfile
+
+TMP_PREFIX = ".pypod-tmp-"
+CHUNK = 1 << 20
+DIR = "d"
+LINK = "l:"
+
+
+class UnsafePathError(ValueError):
+    """A path from the other side would land outside the sync root."""
+
+
+def check_rel(rel):
+    if not rel or "\0" in rel or "\\" in rel:
+        raise UnsafePathError("refusing path %r: empty, NUL or backslash" % (rel,))
+    if rel.startswith("/") or posixpath.isabs(rel):
+        raise UnsafePathError("refusing absolute path %r" % (rel,))
+    if any(part in ("", ".", "..") for part in rel.split("/")):
+        raise UnsafePathError("refusing path %r: '..', '.' or empty components" % (rel,))
+
+
+def resolve_under(root, rel):
+    """`root/rel`, or UnsafePathError if `rel` is absolute, climbs out with `..`, or
+    passes through a symlink (a symlinked parent could point anywhere)."""
+    check_rel(rel)
+    current = root
+    for part in rel.split("/")[:-1]:
+        current = current + "/" + part
+        if os.path.islink(current):
+            raise UnsafePathError("refusing path %r: %s is a symlink" % (rel, current[len(root) + 1 :]))
+    return root + "/" + rel
+
+
+def check_link_target(rel, target):
+    """A symlink at `rel` may point only inside the root, by a relative target."""
+    if not target or "\0" in target or target.startswith("/"):
+        raise UnsafePathError("refusing symlink %r -> %r: absolute or empty target" % (rel, target))
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
+    if joined == ".." or joined.startswith("../"):
+        raise UnsafePathError("refusing symlink %r -> %r: points outside the sync root" % (rel, target))
+
+
+def is_file_version(version):
+    return bool(version) and version[0] in "x-"
+
+
+def blob_digest(path, size):
+    digest = hashlib.sha1(b"blob %d\0" % size)
+    with open(path, "rb") as handle:
+        while True:
+            block = handle.read(CHUNK)
+            if not block:
+                break
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Excludes:
+    """What is never synced. `spec` is plain data so it can cross the stream:
+    {"dirs": [names], "suffixes": [...], "rules": [[excludes?, regex], ...]}; the
+    rules are gitignore patterns compiled to regexes, and the last match wins."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.dirs = frozenset(spec.get("dirs", ()))
+        self.suffixes = tuple(spec.get("suffixes", ()))
+        self.rules = [(bool(excludes), re.compile(regex)) for excludes, regex in spec.get("rules", ())]
+        self._dir_cache = {}
+
+    def _match(self, candidate):
+        result = False
+        for excludes, regex in self.rules:
+            if regex.match(candidate):
+                result = excludes
+        return result
+
+    def _dir_excluded(self, rel):
+        cached = self._dir_cache.get(rel)
+        if cached is None:
+            parent = rel.rpartition("/")[0]
+            cached = (
+                (bool(parent) and self._dir_excluded(parent))
+                or rel.rpartition("/")[2] in self.dirs
+                or self._match(rel + "/")
+            )
+            self._dir_cache[rel] = cached
+        return cached
+
+    def excluded(self, rel, is_dir=False):
+        parent, _, name = rel.rpartition("/")
+        if name.startswith(TMP_PREFIX):
+            return True
+        if parent and self._dir_excluded(parent):
+            return True
+        if is_dir:
+            return self._dir_excluded(rel)
+        return name in self.dirs or rel.endswith(self.suffixes) or self._match(rel)
+
+
+class Tree:
+    """The sync root on this side, with a stat cache so unchanged files are not re-read."""
+
+    def __init__(self, root, excludes, cache=None):
+        self.root = os.path.abspath(root)
+        self.excludes = excludes
+        self.cache = cache if cache is not None else {}  # rel -> [size, mtime_ns, ctime_ns, ino, version]
+
+    def path(self, rel):
+        return resolve_under(self.root, rel)
+
+    # -- reading ----------------------------------------------------------------
+    def _version(self, rel, full, st):
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            return DIR
+        if stat.S_ISLNK(mode):
+            return LINK + os.readlink(full)
+        if not stat.S_ISREG(mode):
+            return None
+        key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        cached = self.cache.get(rel)
+        if cached is not None and cached[:4] == key:
+            return cached[4]
+        version = ("x" if mode & 0o111 else "-") + blob_digest(full, st.st_size)
+        self.cache[rel] = [*key, version]
+        return version
+
+    def version(self, rel):
+        """The path's version now, or None if absent, excluded or not a syncable kind."""
+        try:
+            full = self.path(rel)
+            st = os.lstat(full)
+            if self.excludes.excluded(rel, stat.S_ISDIR(st.st_mode)):
+                return None
+            return self._version(rel, full, st)
+        except UnsafePathError:
+            return None
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                self.cache.pop(rel, None)
+                return None
+            raise
+
+    def scan(self, under=""):
+        """Every syncable path below `under` (the root by default), with its version."""
+        found = {}
+        if under:
+            top = self.version(under)
+            if top is None:
+                return found
+            found[under] = top
+            if top != DIR:
+                return found
+        stack = [under]
+        while stack:
+            rel_dir = stack.pop()
+            prefix = rel_dir + "/" if rel_dir else ""
+            try:
+                entries = os.scandir(self.root + "/" + rel_dir if rel_dir else self.root)
+            except OSError:
+                continue
+            with entries:
+                for entry in entries:
+                    rel = prefix + entry.name
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                        is_dir = stat.S_ISDIR(st.st_mode)
+                        if self.excludes.excluded(rel, is_dir):
+                            continue
+                        version = self._version(rel, entry.path, st)
+                    except OSError:
+                        continue  # vanished while we looked: its event will follow
+                    if version is None:
+                        continue
+                    found[rel] = version
+                    if is_dir:
+                        stack.append(rel)
+        return found
+
+    def refresh(self, rels, known):
+        """What changed at `rels` (and below, for directories) against `known`, which is
+        updated in place. Returns {rel: version or None (gone)}."""
+        changes = {}
+        for rel in sorted(set(rels)):
+            now = self.scan(rel)
+            if not rel:  # everything
+                changes.update((p, None) for p in known if p not in now)
+            before = known.get(rel)
+            if before == DIR:
+                prefix = rel + "/"
+                changes.update((p, None) for p in known if p.startswith(prefix) and p not in now)
+            if before is not None and rel not in now:
+                changes[rel] = None
+            changes.update((p, v) for p, v in now.items() if known.get(p) != v)
+        for path, version in changes.items():
+            if version is None:
+                known.pop(path, None)
+            else:
+                known[path] = version
+        return changes
+
+    # -- writing ----------------------------------------------------------------
+    def check_incoming(self, rel, version):
+        """Refuse what must not be written here: unsafe paths, excluded paths, links out."""
+        full = self.path(rel)
+        if self.excludes.excluded(rel, version == DIR):
+            raise UnsafePathError("refusing %r: excluded from sync on this side" % (rel,))
+        if version.startswith(LINK):
+            check_link_target(rel, version[len(LINK) :])
+        elif version != DIR and not is_file_version(version):
+            raise UnsafePathError("refusing %r: unknown version %r" % (rel, version[:10]))
+        return full
+
+    def begin(self, rel, version, size):
+        """An Incoming file for `rel`; its bytes go to a temp file beside the target."""
+        return Incoming(self, rel, version, size)
+
+    def commit(self, rel, version, expect, temp=None):
+        """Make `rel` hold `version` if it still holds `expect` (None: absent); `temp`
+        holds a file's bytes. Returns the version at `rel` afterwards: the write took
+        effect (or was not needed) exactly when that equals `version`."""
+        full = self.check_incoming(rel, version)
+        current = self.version(rel)
+        if current == version or current != expect:
+            _discard(temp)
+            return current
+        try:
+            _make_parents(self, rel)
+            if current == DIR and version != DIR:
+                os.rmdir(full)  # only when empty: its contents are separate decisions
+            elif current is not None and current != DIR and version == DIR:
+                os.unlink(full)
+            if version == DIR:
+                os.mkdir(full)
+            elif version.startswith(LINK):
+                link_temp = _temp_name(os.path.dirname(full))
+                os.symlink(version[len(LINK) :], link_temp)
+                os.replace(link_temp, full)
+            else:
+                os.chmod(temp, 0o755 if version[0] == "x" else 0o644)
+                os.replace(temp, full)
+                temp = None
+                st = os.lstat(full)
+                self.cache[rel] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, version]
+        except OSError:
+            _discard(temp)
+            return self.version(rel)
+        return version
+
+    def create_new(self, rel, version, temp):
+        """Put a file at `rel` only if nothing is there (a conflict copy): never
+        overwrites. Returns False, keeping `temp`, if the name is taken."""
+        full = self.check_incoming(rel, version)
+        _make_parents(self, rel)
+        os.chmod(temp, 0o755 if version[0] == "x" else 0o644)
+        try:
+            os.link(temp, full)  # unlike rename, fails if `full` exists
+        except FileExistsError:
+            return False
+        _discard(temp)
+        return True
+
+    def remove(self, rel, expect):
+        """Delete `rel` if it still holds `expect`. Returns the version there afterwards
+        (None: the delete took effect, or there was nothing to delete)."""
+        full = self.path(rel)
+        current = self.version(rel)
+        if current is None or current != expect:
+            return current
+        try:
+            if current == DIR:
+                os.rmdir(full)  # only when empty: its contents are separate decisions
+            else:
+                os.unlink(full)
+        except OSError:
+            return current
+        self.cache.pop(rel, None)
+        return None
+
+    def copy_to_temp(self, source_rel, version):
+        """A temp file beside nothing yet, holding `source_rel`'s bytes, if they are `version`."""
+        try:
+            source = self.path(source_rel)
+            incoming = Incoming(self, source_rel, version, os.lstat(source).st_size, directory=self.root)
+            with open(source, "rb") as handle:
+                while True:
+                    block = handle.read(CHUNK)
+                    if not block:
+                        break
+                    incoming.write(block)
+        except (OSError, UnsafePathError):
+            return None
+        if incoming.finish() != version[1:]:
+            incoming.abort()
+            return None
+        return incoming.temp
+
+
+class Incoming:
+    """A file arriving in pieces: written to a temp file, hashed as it goes."""
+
+    def __init__(self, tree, rel, version, size, directory=None):
+        self.rel, self.version, self.expected_size = rel, version, size
+        if directory is None:
+            full = tree.check_incoming(rel, version)
+            _make_parents(tree, rel)
+            directory = os.path.dirname(full)
+        fd, self.temp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=directory)
+        self.handle = os.fdopen(fd, "wb")
+        self.size = 0
+        self.digest = hashlib.sha1(b"blob %d\0" % size)
+
+    def write(self, data):
+        self.handle.write(data)
+        self.size += len(data)
+        self.digest.update(data)
+
+    def finish(self):
+        """Close the file; the blob id of what was written ("" if the size was wrong)."""
+        self.handle.close()
+        return self.digest.hexdigest() if self.size == self.expected_size else ""
+
+    def abort(self):
+        if not self.handle.closed:
+            self.handle.close()
+        _discard(self.temp)
+
+
+def _make_parents(tree, rel):
+    """Create the missing parent directories of `rel`, checking each against symlinks."""
+    parent = rel.rpartition("/")[0]
+    if not parent:
+        return
+    tree.path(rel)  # refuses symlinked parents
+    full = tree.root + "/" + parent
+    if not os.path.isdir(full):
+        os.makedirs(full, exist_ok=True)
+        tree.path(rel)  # and again, against a race with the other side's writes
+
+
+def _temp_name(directory):
+    fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=directory)
+    os.close(fd)
+    os.unlink(name)
+    return name
+
+
+def _discard(temp):
+    if temp:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)

@@ -1,0 +1,147 @@
+"""Which paths of a tree changed: inotify through ctypes where the kernel and libc
+offer it, else a periodic rescan. Standard library only; Python >= 3.8.
+
+Both return relative paths to re-examine; "" means "rescan everything" (after
+an inotify queue overflow, or on every poll).
+"""
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import struct
+
+IN_ATTRIB = 0x4
+IN_CLOSE_WRITE = 0x8
+IN_MOVED_FROM = 0x40
+IN_MOVED_TO = 0x80
+IN_CREATE = 0x100
+IN_DELETE = 0x200
+IN_DELETE_SELF = 0x400
+IN_MOVE_SELF = 0x800
+IN_Q_OVERFLOW = 0x4000
+IN_IGNORED = 0x8000
+IN_ISDIR = 0x40000000
+IN_ONLYDIR = 0x01000000
+IN_DONT_FOLLOW = 0x02000000
+IN_NONBLOCK = os.O_NONBLOCK
+IN_CLOEXEC = 0o2000000
+# Not IN_MODIFY: a write in progress is not worth hashing; its close is.
+MASK = (
+    IN_ATTRIB
+    | IN_CLOSE_WRITE
+    | IN_MOVED_FROM
+    | IN_MOVED_TO
+    | IN_CREATE
+    | IN_DELETE
+    | IN_DELETE_SELF
+    | IN_MOVE_SELF
+    | IN_ONLYDIR
+    | IN_DONT_FOLLOW
+)
+EVENT = struct.Struct("iIII")
+RESCAN = ""
+
+
+class InotifyWatcher:
+    """One inotify instance with a watch on every synced directory."""
+
+    def __init__(self, root, excludes):
+        libc_name = ctypes.util.find_library("c") or "libc.so.6"
+        self.libc = ctypes.CDLL(libc_name, use_errno=True)
+        self.root = root
+        self.excludes = excludes
+        self.fd = self.libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+        self.dirs = {}  # watch descriptor -> relative directory ("" for the root)
+        self.add_tree("")
+
+    def fileno(self):
+        return self.fd
+
+    def _add(self, rel):
+        full = self.root + "/" + rel if rel else self.root
+        wd = self.libc.inotify_add_watch(self.fd, full.encode("utf-8", "surrogateescape"), MASK)
+        if wd < 0:
+            code = ctypes.get_errno()
+            if code in (errno.ENOENT, errno.ENOTDIR):
+                return
+            raise OSError(code, "inotify_add_watch %s: %s" % (full, os.strerror(code)))
+        self.dirs[wd] = rel
+
+    def add_tree(self, rel):
+        """Watch `rel` and every synced directory below it."""
+        stack = [rel]
+        while stack:
+            current = stack.pop()
+            self._add(current)
+            full = self.root + "/" + current if current else self.root
+            try:
+                entries = list(os.scandir(full))
+            except OSError:
+                continue
+            for entry in entries:
+                child = current + "/" + entry.name if current else entry.name
+                if entry.is_dir(follow_symlinks=False) and not self.excludes.excluded(child, True):
+                    stack.append(child)
+
+    def read(self):
+        """The paths touched since the last call (empty if none)."""
+        changed = set()
+        while True:
+            try:
+                data = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                break
+            offset = 0
+            while offset + EVENT.size <= len(data):
+                wd, mask, _cookie, length = EVENT.unpack_from(data, offset)
+                name = data[offset + EVENT.size : offset + EVENT.size + length].rstrip(b"\0")
+                offset += EVENT.size + length
+                if mask & IN_Q_OVERFLOW:
+                    changed.add(RESCAN)
+                    continue
+                base = self.dirs.get(wd)
+                if mask & IN_IGNORED:
+                    self.dirs.pop(wd, None)
+                    continue
+                if base is None or not name:
+                    continue
+                rel_name = name.decode("utf-8", "surrogateescape")
+                rel = base + "/" + rel_name if base else rel_name
+                if self.excludes.excluded(rel, bool(mask & IN_ISDIR)):
+                    continue
+                if mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO):
+                    self.add_tree(rel)
+                changed.add(rel)
+        return changed
+
+    def close(self):
+        os.close(self.fd)
+
+
+class PollingWatcher:
+    """No inotify: every `interval` seconds, ask for a rescan (the stat cache keeps it cheap)."""
+
+    def __init__(self, interval=0.5):
+        self.interval = interval
+
+    def fileno(self):
+        return None
+
+    def read(self):
+        return {RESCAN}
+
+    def close(self):
+        pass
+
+
+def make_watcher(root, excludes, allow_inotify=True):
+    """inotify when it works here, else polling; and a line saying which."""
+    if allow_inotify:
+        try:
+            return InotifyWatcher(root, excludes), "inotify"
+        except (OSError, AttributeError) as exc:
+            return PollingWatcher(), "polling (inotify unavailable: %s)" % exc
+    return PollingWatcher(), "polling"

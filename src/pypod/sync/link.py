@@ -1,0 +1,84 @@
+"""The stream to the sync agent in the pod: `kubectl exec -i` running the agent,
+frames on its stdin and stdout. A thread reads frames into the syncer's inbox."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import subprocess
+import threading
+from typing import Any
+
+from ..agent.frames import FrameReader, meta_frame, split_meta
+
+Message = tuple[bytes, dict[str, Any], bytes]  # kind, meta, bytes; kind b"" means the stream ended
+
+
+class LinkLost(Exception):
+    """The stream to the agent broke; the syncer reconnects."""
+
+
+class AgentLink:
+    def __init__(self, argv: list[str], preamble: bytes, inbox: queue.Queue[Message]) -> None:
+        self.inbox = inbox
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.stderr = b""
+        self._reader = threading.Thread(target=self._read, name="pypod-sync-link", daemon=True)
+        self._errors = threading.Thread(target=self._read_stderr, name="pypod-sync-stderr", daemon=True)
+        self._reader.start()
+        self._errors.start()
+        self._write(preamble)
+
+    def _write(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ConnectionResetError, ValueError) as exc:
+            raise LinkLost(self.reason() or str(exc)) from exc
+
+    def send(self, kind: bytes, meta: dict[str, Any], data: bytes = b"") -> None:
+        self._write(meta_frame(kind, meta, data))
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        reader = FrameReader()
+        fd = self.proc.stdout.fileno()
+        try:
+            while True:
+                data = os.read(fd, 1 << 20)
+                if not data:
+                    break
+                for kind, payload in reader.feed(data):
+                    meta, body = split_meta(payload) if payload else ({}, b"")
+                    self.inbox.put((kind, meta, body))
+        except (OSError, ValueError):
+            pass
+        self._errors.join(timeout=2)
+        self.inbox.put((b"", {"reason": self.reason()}, b""))
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        with contextlib.suppress(OSError, ValueError):
+            for line in self.proc.stderr:
+                self.stderr = (self.stderr + line)[-4096:]
+
+    def reason(self) -> str:
+        """Why the stream ended, in kubectl's or the agent's words (last line)."""
+        lines = [line for line in self.stderr.decode(errors="replace").splitlines() if line.strip()]
+        return lines[-1].strip() if lines else ""
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()  # the agent exits on end of input
+        try:
+            self.proc.wait(3)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(3)
+
+    def kill(self) -> None:
+        """Break the stream abruptly (tests and benchmarks use this, like a dropped connection)."""
+        self.proc.kill()

@@ -1,0 +1,582 @@
+"""The live sync's local end: watches the folder, talks to the agent, and carries
+out the engine's decisions on both sides.
+
+One thread owns all state (`run`); the local watcher and the stream reader only
+put messages into its inbox. Every operation is conditional on the version the
+target is believed to hold, on both sides, so a change racing with a write is
+never overwritten: the write is refused and the path decided again.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..agent.tree import CHUNK, Excludes, Incoming, Tree, UnsafePathError, check_rel, is_file_version
+from .engine import conflict_name, decide
+from .excludes import LARGE_FILE_BYTES
+from .link import AgentLink, LinkLost, Message
+
+PING_EVERY_S = 2.0
+SILENCE_LIMIT_S = 15.0  # no frame at all for this long: the stream is dead
+HELLO_TIMEOUT_S = 120.0
+RECONNECT_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
+SAVE_EVERY_S = 2.0
+WATCH_STEP_MS = 5  # report local changes after this much quiet (watchfiles' step)
+WATCH_DEBOUNCE_MS = 50
+LOCAL = b"local"  # inbox kinds for the local watcher's events and its failure
+WATCH_FAILED = b"watch-failed"
+BYTES_CHANGED = "bytes did not match"  # the agent's reason when a file changed while sent
+NO_PYTHON = ("executable file not found", "exit code 127", "No such file or directory")
+GIVE_UP_AFTER = 6  # failed connections in a row before one answer
+
+
+@dataclass
+class SyncHealth:
+    """What `pypod ps` and the status line show."""
+
+    state: str = "starting"  # starting, syncing, watching, reconnecting, stopped, failed
+    detail: str = ""
+    since: float = field(default_factory=time.time)
+    last_synced: float = 0.0
+    files: int = 0
+    conflicts: int = 0
+    problems: int = 0
+    watcher: str = ""
+    pid: int = field(default_factory=os.getpid)
+
+    def line(self) -> str:
+        parts = [self.state]
+        if self.detail:
+            parts.append(self.detail)
+        parts.append(f"{self.files} paths")
+        if self.conflicts:
+            parts.append(f"{self.conflicts} conflicts kept")
+        if self.problems:
+            parts.append(f"{self.problems} not applied")
+        return ", ".join(parts)
+
+
+@dataclass
+class Pending:
+    """An operation sent to the agent and not answered yet."""
+
+    kind: str  # put, delete, get
+    wanted: str | None
+    expect: str | None
+
+
+@dataclass
+class Download:
+    path: str  # the pod's path
+    dest: str  # where it lands locally: the path, or a conflict copy beside it
+    expect: str | None  # what the local path must still hold (conflict copies: nothing)
+    conflict: bool = False
+    incoming: Incoming | None = None
+
+
+Connect = Callable[["queue.Queue[Message]"], AgentLink]
+
+
+class Syncer:
+    def __init__(
+        self,
+        local_root: Path,
+        remote_root: str,
+        connect: Connect,
+        excludes: dict[str, Any],
+        state_file: Path | None = None,
+        status_file: Path | None = None,
+        initial: str = "local",
+        report: Callable[[str], None] = lambda message: None,
+        allow_inotify: bool = True,
+    ) -> None:
+        self.remote_root = remote_root
+        self.connect = connect
+        self.excludes_spec = excludes
+        self.state_file = state_file
+        self.status_file = status_file
+        self.initial = initial
+        self.report = report
+        self.allow_inotify = allow_inotify
+        self.tree = Tree(str(local_root), Excludes(excludes))
+        self.inbox: queue.Queue[Message] = queue.Queue()
+        self.health = SyncHealth()
+        self.first_sync = threading.Event()  # set once both sides agree for the first time
+        self.stop_event = threading.Event()
+        self.link: AgentLink | None = None
+        self.local: dict[str, str] = {}
+        self.remote: dict[str, str] = {}
+        self.agreed: dict[str, str] | None = None
+        self.dirty: set[str] = set()
+        self.pending: dict[str, Pending] = {}
+        self.downloads: collections.deque[Download] = collections.deque()
+        self.receiving: Download | None = None
+        self.no_copy: set[str] = set()
+        self.warned: set[str] = set()
+        self._saved_at = 0.0
+        self._state_changed = False
+        self._load_state()
+
+    # -- persistence --------------------------------------------------------------
+    def _load_state(self) -> None:
+        if self.state_file is None:
+            return
+        try:
+            saved = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return
+        if saved.get("remote_root") == self.remote_root and saved.get("local_root") == self.tree.root:
+            self.agreed = saved.get("agreed")
+            self.tree.cache.update(saved.get("cache", {}))
+
+    def save_state(self, force: bool = False) -> None:
+        now = time.monotonic()
+        due = force or now - self._saved_at > SAVE_EVERY_S
+        if self.state_file is not None and self.agreed is not None and self._state_changed and due:
+            state = {
+                "local_root": self.tree.root,
+                "remote_root": self.remote_root,
+                "agreed": self.agreed,
+                "cache": {p: self.tree.cache[p] for p in self.local if p in self.tree.cache},
+            }
+            _atomic_write(self.state_file, json.dumps(state))
+            self._saved_at, self._state_changed = now, False
+        self._write_status()
+
+    def _write_status(self) -> None:
+        if self.status_file is not None:
+            with contextlib.suppress(OSError):
+                _atomic_write(self.status_file, json.dumps(self.health.__dict__))
+
+    def set_state(self, state: str, detail: str = "") -> None:
+        if (state, detail) != (self.health.state, self.health.detail):
+            self.health.state, self.health.detail, self.health.since = state, detail, time.time()
+            self._write_status()
+
+    # -- the loop -------------------------------------------------------------------
+    def run(self) -> None:
+        """Sync until stop(); reconnects when the stream breaks. Gives up (state
+        "failed") only when the agent cannot be started at all."""
+        watcher = threading.Thread(target=self._watch_local, name="pypod-sync-watch", daemon=True)
+        watcher.start()
+        self._failures = 0
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    self._session()
+                    return
+                except LinkLost as exc:
+                    if self.stop_event.is_set():
+                        return
+                    reason = str(exc) or "the stream ended"
+                    self._failures += 1
+                    if any(sign in reason for sign in NO_PYTHON) and self._failures > 1:
+                        reason = f"{reason}; sync needs python3 (3.8 or newer) in the pod's image"
+                    if self._failures >= GIVE_UP_AFTER or (any(s in reason for s in NO_PYTHON) and self._failures > 1):
+                        self.set_state("failed", reason)
+                        self.report(f"sync: stopped: {reason}")
+                        return
+                    self.set_state("reconnecting", reason)
+                    self.report(f"sync: connection lost ({reason}); reconnecting")
+                    self.stop_event.wait(RECONNECT_BACKOFF_S[min(self._failures - 1, len(RECONNECT_BACKOFF_S) - 1)])
+                finally:
+                    if self.link is not None:
+                        self.link.close()
+                        self.link = None
+        finally:
+            self.save_state(force=True)
+            if self.health.state != "failed":
+                self.set_state("stopped")
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.inbox.put((b"", {"stop": True}, b""))
+
+    def _session(self) -> None:
+        self._reset_stream_state()
+        self.link = self.connect(self.inbox)
+        self.set_state("syncing", "connecting")
+        self.link.send(
+            b"H",
+            {"root": self.remote_root, "excludes": self.excludes_spec, "create": True, "inotify": self.allow_inotify},
+        )
+        hello = self._wait_for(b"I", HELLO_TIMEOUT_S)
+        self._failures = 0
+        self.health.watcher = hello[1].get("watcher", "")
+        self.remote = {}
+        for path, version in hello[1].get("entries", {}).items():
+            if self._acceptable_remote(path):
+                self.remote[path] = version
+        self.tree.refresh({""}, self.local)
+        self.dirty = set(self.local) | set(self.remote) | set(self.agreed or {})
+        self._plan()
+        heard = time.monotonic()
+        pinged = heard
+        while not self.stop_event.is_set():
+            if not self.pending and not self.downloads and not self.dirty and not self.receiving:
+                if not self.first_sync.is_set():
+                    self.first_sync.set()
+                if self.health.state != "watching":
+                    self.health.last_synced = time.time()
+                    self.set_state("watching")
+                self.health.files = len(self.local)
+                self.save_state()
+            try:
+                message = self.inbox.get(timeout=PING_EVERY_S)
+            except queue.Empty:
+                message = None
+            now = time.monotonic()
+            while message is not None:
+                if message[0] != LOCAL:
+                    heard = now
+                self._handle(message)
+                try:
+                    message = self.inbox.get_nowait()
+                except queue.Empty:
+                    message = None
+            self._plan()
+            if now - pinged > PING_EVERY_S:
+                self.link.send(b"p", {})
+                pinged = now
+            if now - heard > SILENCE_LIMIT_S:
+                raise LinkLost(f"no answer from the pod for {SILENCE_LIMIT_S:.0f}s")
+
+    def _reset_stream_state(self) -> None:
+        """What the previous stream had in flight is void; the pod's index will say
+        what took effect."""
+        if self.receiving is not None and self.receiving.incoming is not None:
+            self.receiving.incoming.abort()
+        self.pending.clear()
+        self.downloads.clear()
+        self.receiving = None
+        while True:
+            try:
+                self.inbox.get_nowait()
+            except queue.Empty:
+                break
+        self.tree.refresh({""}, self.local)
+
+    def _wait_for(self, kind: bytes, timeout: float) -> Message:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                message = self.inbox.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise LinkLost(f"the sync agent did not answer within {timeout:.0f}s") from None
+            if message[0] == kind:
+                return message
+            if message[0] == LOCAL:
+                continue
+            self._handle(message)
+
+    # -- messages -----------------------------------------------------------------
+    def _handle(self, message: Message) -> None:
+        kind, meta, data = message
+        if kind == LOCAL:
+            changes = self.tree.refresh(meta["paths"], self.local)
+            self.dirty.update(changes)
+            for path, version in changes.items():
+                self._warn_large(path, version)
+        elif kind == WATCH_FAILED:
+            self.report(f"sync: {meta['message']}")
+            self.set_state("failed", meta["message"])
+            self.stop_event.set()
+        elif kind == b"":
+            if meta.get("stop"):
+                return
+            raise LinkLost(meta.get("reason") or "the stream ended")
+        elif kind == b"E":
+            for path, version in meta["changes"].items():
+                if not self._acceptable_remote(path):
+                    continue
+                if version is None:
+                    self.remote.pop(path, None)
+                else:
+                    self.remote[path] = version
+                self.dirty.add(path)
+        elif kind == b"A":
+            self._results(meta)
+        elif kind == b"F":
+            self._download_start(meta, data)
+        elif kind == b"D":
+            self._download_chunk(meta, data)
+        elif kind == b"N":
+            self.report(f"sync: {meta.get('message', '')}")
+            if meta.get("fatal"):
+                raise LinkLost(meta.get("message", "the sync agent failed"))
+        elif kind == b"p":
+            pass
+        else:
+            raise LinkLost(f"unexpected frame {kind!r} from the pod")
+
+    def _acceptable_remote(self, path: str) -> bool:
+        """The pod names a path: refuse what could not be written here anyway."""
+        try:
+            check_rel(path)
+        except UnsafePathError as exc:
+            self._problem(path, str(exc))
+            return False
+        return not self.tree.excludes.excluded(path)
+
+    def _results(self, meta: dict[str, Any]) -> None:
+        for path, version in meta.get("done", []):
+            self.pending.pop(path, None)
+            self._set(self.remote, path, version)
+            self._agree(path, version)
+        for path, found, reason in meta.get("rejected", []):
+            op = self.pending.pop(path, None)
+            self._set(self.remote, path, found)
+            if reason == "source":
+                self.no_copy.add(path)
+                self.dirty.add(path)
+            elif reason == BYTES_CHANGED:  # the file changed while it was sent
+                self.dirty.update(self.tree.refresh([path], self.local) or {path: None})
+            elif op is None or found != op.expect:
+                self.dirty.add(path)  # it changed in the pod meanwhile: decide again
+            else:
+                self._problem(path, f"not applied in the pod: {reason}")
+
+    # -- deciding and acting --------------------------------------------------------
+    def _plan(self) -> None:
+        ready = {p for p in self.dirty if p not in self.pending}
+        ready -= {d.path for d in self.downloads}
+        if not ready or self.link is None:
+            return
+        self.dirty -= ready
+
+        def part(versions: dict[str, str]) -> dict[str, str]:
+            return {p: versions[p] for p in ready if p in versions}
+
+        first = self.agreed is None
+        plan = decide(
+            None if first else part(self.agreed or {}),
+            part(self.local),
+            part(self.remote),
+            stamp=time.strftime("%Y%m%d-%H%M%S"),
+            initial=self.initial,
+        )
+        if first:
+            self.agreed = {}
+        for path in ready:
+            if self.local.get(path) == self.remote.get(path):
+                self._agree(path, self.local.get(path))
+        if plan.empty:
+            return
+        self.set_state("syncing", f"{len(plan.upload)} up, {len(plan.download)} down")
+        for path, copy in plan.conflicts:
+            self.health.conflicts += 1
+            self.report(f"sync: conflict on {path}: both sides changed it; the pod's version is kept as {copy}")
+            self._request(Download(path, copy, None, conflict=True))
+        by_version = {v: p for p, v in self.remote.items() if is_file_version(v)}
+        for path in plan.upload:
+            self._upload(path, by_version)
+        local_by_version = {v: p for p, v in self.local.items() if is_file_version(v)}
+        for path in plan.download:
+            self._download(path, local_by_version)
+        for path in sorted(plan.delete_local, reverse=True):
+            self._delete_local(path)
+        for path in sorted(plan.delete_remote, reverse=True):
+            expect = self.remote.get(path)
+            self.pending[path] = Pending("delete", None, expect)
+            self.link.send(b"X", {"path": path, "expect": expect})
+
+    def _upload(self, path: str, by_version: dict[str, str]) -> None:
+        assert self.link is not None
+        version, expect = self.local[path], self.remote.get(path)
+        self.pending[path] = Pending("put", version, expect)
+        if not is_file_version(version):
+            self.link.send(b"P", {"path": path, "version": version, "expect": expect})
+            return
+        source = by_version.get(version)
+        if source is not None and source != path and path not in self.no_copy:
+            self.link.send(b"K", {"path": path, "version": version, "expect": expect, "source": source})
+            return
+        self.no_copy.discard(path)
+        open_stream = False
+        try:
+            full = self.tree.path(path)
+            size = os.lstat(full).st_size
+            with open(full, "rb") as handle:
+                block = handle.read(CHUNK)
+                more = size > CHUNK
+                meta = {"path": path, "version": version, "expect": expect, "size": size, "more": more}
+                self.link.send(b"P", meta, block)
+                open_stream = more
+                while more:
+                    block = handle.read(CHUNK)
+                    more = len(block) == CHUNK
+                    self.link.send(b"D", {"more": more}, block)
+                    open_stream = more
+        except (OSError, UnsafePathError):
+            # Gone or changing under us. An open upload is ended short: the agent refuses it.
+            if open_stream:
+                self.link.send(b"D", {"more": False}, b"")
+            else:
+                self.pending.pop(path, None)
+            self.dirty.update(self.tree.refresh([path], self.local) or {path: None})
+
+    def _download(self, path: str, by_version: dict[str, str]) -> None:
+        version, expect = self.remote[path], self.local.get(path)
+        if is_file_version(version):
+            local_copy = by_version.get(version)
+            temp = self.tree.copy_to_temp(local_copy, version) if local_copy and local_copy != path else None
+            if temp is None:
+                self._request(Download(path, path, expect))
+                return
+        else:
+            temp = None
+        try:
+            found = self.tree.commit(path, version, expect, temp)
+        except UnsafePathError as exc:
+            self._problem(path, str(exc))
+            return
+        self._settle_local(path, version, found)
+
+    def _request(self, download: Download) -> None:
+        assert self.link is not None
+        self.downloads.append(download)
+        self.link.send(b"G", {"path": download.path})
+
+    def _download_start(self, meta: dict[str, Any], data: bytes) -> None:
+        if not self.downloads or self.downloads[0].path != meta.get("path"):
+            raise LinkLost("the pod sent a file that was not asked for")
+        download = self.downloads[0]
+        version = meta.get("version")
+        if not is_file_version(version):
+            self.downloads.popleft()
+            self._set(self.remote, download.path, version)
+            self.dirty.add(download.path)
+            return
+        try:
+            download.incoming = self.tree.begin(download.dest, version, int(meta["size"]))
+        except (UnsafePathError, OSError) as exc:
+            self._problem(download.dest, str(exc))
+            download.incoming = None
+        self.receiving = download
+        self._download_chunk(meta, data)
+
+    def _download_chunk(self, meta: dict[str, Any], data: bytes) -> None:
+        download = self.receiving
+        if download is None:
+            raise LinkLost("the pod sent file bytes that were not asked for")
+        incoming = download.incoming
+        if incoming is not None:
+            incoming.write(data)
+        if meta.get("more"):
+            return
+        self.receiving = None
+        self.downloads.popleft()
+        if incoming is None:
+            return
+        if incoming.finish() != incoming.version[1:]:
+            incoming.abort()  # it changed while it was read: its event follows
+            self.dirty.add(download.path)
+            return
+        if download.conflict:
+            self._keep_conflict_copy(download, incoming)
+            return
+        found = self.tree.commit(download.path, incoming.version, download.expect, incoming.temp)
+        self._settle_local(download.path, incoming.version, found)
+
+    def _keep_conflict_copy(self, download: Download, incoming: Incoming) -> None:
+        name, n = download.dest, 1
+        while not self.tree.create_new(name, incoming.version, incoming.temp):
+            name = conflict_name(download.path, f"{time.strftime('%Y%m%d-%H%M%S')}-{n}")
+            n += 1
+        self.dirty.update(self.tree.refresh([name], self.local))
+
+    def _settle_local(self, path: str, wanted: str, found: str | None) -> None:
+        self._set(self.local, path, found)
+        if found == wanted:
+            self._agree(path, found)
+        else:
+            self.dirty.add(path)  # it changed here meanwhile: decide again
+
+    def _delete_local(self, path: str) -> None:
+        expect = self.local.get(path)
+        try:
+            found = self.tree.remove(path, expect)
+        except UnsafePathError as exc:
+            self._problem(path, str(exc))
+            return
+        self._set(self.local, path, found)
+        if found is None:
+            self._agree(path, None)
+        elif found != expect:
+            self.dirty.add(path)
+
+    # -- bookkeeping ----------------------------------------------------------------
+    @staticmethod
+    def _set(versions: dict[str, str], path: str, version: str | None) -> None:
+        if version is None:
+            versions.pop(path, None)
+        else:
+            versions[path] = version
+
+    def _agree(self, path: str, version: str | None) -> None:
+        if self.agreed is None:
+            self.agreed = {}
+        if self.agreed.get(path) != version:
+            self._set(self.agreed, path, version)
+            self._state_changed = True
+
+    def _problem(self, path: str, message: str) -> None:
+        self.health.problems += 1
+        if path not in self.warned:
+            self.warned.add(path)
+            self.report(f"sync: {path}: {message}")
+
+    def _warn_large(self, path: str, version: str | None) -> None:
+        if version is None or not is_file_version(version) or f"large:{path}" in self.warned:
+            return
+        with contextlib.suppress(OSError, UnsafePathError):
+            size = os.lstat(self.tree.path(path)).st_size
+            if size > LARGE_FILE_BYTES:
+                self.warned.add(f"large:{path}")
+                self.report(f"sync: {path} is {size / 1e6:.0f} MB; add it to .pypodignore if it need not be synced")
+
+    # -- the local watcher ------------------------------------------------------------
+    def _watch_local(self) -> None:
+        try:
+            self._watch_local_changes()
+        except Exception as exc:  # the loop must hear of it: without a watcher, nothing syncs
+            self.inbox.put((WATCH_FAILED, {"message": f"the local folder watcher failed: {exc}"}, b""))
+
+    def _watch_local_changes(self) -> None:
+        import watchfiles
+
+        root = self.tree.root
+        prefix = root + os.sep
+        for changes in watchfiles.watch(
+            root,
+            stop_event=self.stop_event,
+            debounce=WATCH_DEBOUNCE_MS,
+            step=WATCH_STEP_MS,
+            rust_timeout=500,
+            raise_interrupt=False,
+        ):
+            paths = set()
+            for _change, full in changes:
+                if full.startswith(prefix):
+                    rel = full[len(prefix) :].replace(os.sep, "/")
+                    if not self.tree.excludes.excluded(rel):
+                        paths.add(rel)
+            if paths:
+                self.inbox.put((LOCAL, {"paths": paths}, b""))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_text(text)
+    os.replace(temp, path)
