@@ -120,3 +120,11 @@ def test_symlinked_parent_directories_and_escaping_links_are_refused(tmp_path: P
     for target in ("../../etc/passwd", "/etc/passwd"):
         with pytest.raises(UnsafePath):
             check_link_target(root, "pkg/link", target)
+
+
+def test_first_sync_modes_pod_wins_and_mirror():
+    local, remote = {"a": "-1", "b": "-2"}, {"a": "-9", "c": "-3"}
+    pod_wins = decide(None, local, remote, stamp="s", initial="pod")
+    assert pod_wins.download == ("a", "c") and pod_wins.upload == ("b",) and not pod_wins.delete_remote
+    mirror = decide(None, local, remote, stamp="s", initial="mirror")
+    assert mirror.upload == ("a", "b") and mirror.delete_remote == ("c",) and not mirror.download

@@ -1,0 +1,194 @@
+"""The sync protocol end to end between the syncer and the real agent, run as a
+local process over pipes (the same bytes kubectl exec carries; the integration
+tests run it through a pod)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pypod.agent.tree import Excludes, Tree, UnsafePathError
+from pypod.sync.excludes import compile_excludes
+from tests.synchelp import RunningSync, local_agent, wait_until
+
+
+@pytest.fixture
+def sides(tmp_path: Path) -> tuple[Path, Path]:
+    local, remote = tmp_path / "local", tmp_path / "pod"
+    local.mkdir()
+    remote.mkdir()
+    return local, remote
+
+
+def test_first_sync_local_wins_pod_only_comes_back_nothing_deleted(sides: tuple[Path, Path]) -> None:
+    local, remote = sides
+    (local / "same.py").write_text("same\n")
+    (remote / "same.py").write_text("same\n")
+    (local / "differs.py").write_text("local\n")
+    (remote / "differs.py").write_text("pod\n")
+    (remote / "notebook.ipynb").write_text("{}\n")
+    (remote / ".git").mkdir()
+    (remote / ".git" / "config").write_text("pod's git\n")
+    (local / "run.sh").write_text("#!/bin/sh\n")
+    (local / "run.sh").chmod(0o755)
+    (local / "empty").mkdir()
+    (local / "pkg").mkdir()
+    (local / "pkg" / "link").symlink_to("../same.py")
+    with RunningSync(local, str(remote), local_agent()):
+        pass
+    assert (remote / "differs.py").read_text() == "local\n"
+    assert (local / "notebook.ipynb").read_text() == "{}\n"
+    assert os.access(remote / "run.sh", os.X_OK)
+    assert (remote / "empty").is_dir()
+    assert os.readlink(remote / "pkg" / "link") == "../same.py"
+    assert not (local / ".git").exists() and (remote / ".git" / "config").read_text() == "pod's git\n"
+
+
+def test_edits_renames_deletes_and_large_files_propagate_both_ways(sides: tuple[Path, Path]) -> None:
+    local, remote = sides
+    (local / "a.py").write_text("a = 1\n")
+    with RunningSync(local, str(remote), local_agent()) as sync:
+        (local / "a.py").write_text("a = 2\n")
+        wait_until(lambda: (remote / "a.py").read_text() == "a = 2\n", what="local edit in the pod")
+        (remote / "made_in_pod.txt").write_text("from the pod\n")
+        wait_until(lambda: (local / "made_in_pod.txt").exists(), what="pod file locally")
+        os.rename(local / "a.py", local / "b.py")
+        wait_until(lambda: (remote / "b.py").exists() and not (remote / "a.py").exists(), what="rename")
+        big = os.urandom(5 * 1024 * 1024 + 123)  # several chunks
+        (remote / "data.bin").write_bytes(big)
+        wait_until(lambda: (local / "data.bin").read_bytes() == big, what="large file from the pod")
+        (remote / "made_in_pod.txt").unlink()
+        wait_until(lambda: not (local / "made_in_pod.txt").exists(), what="pod delete locally")
+        (local / "sub" / "deeper").mkdir(parents=True)
+        wait_until(lambda: (remote / "sub" / "deeper").is_dir(), what="empty directories")
+        sync.quiet()
+    assert sync.syncer.health.conflicts == 0
+    assert sorted(p.name for p in remote.iterdir()) == sorted(p.name for p in local.iterdir())
+
+
+def test_both_sides_changed_keeps_local_and_the_pods_copy(sides: tuple[Path, Path], tmp_path: Path) -> None:
+    local, remote = sides
+    state = tmp_path / "state.json"
+    (local / "model.py").write_text("v0\n")
+    (local / "gone_here.py").write_text("keep me\n")
+    with RunningSync(local, str(remote), local_agent(), state_file=state):
+        pass
+    # While nothing syncs, both sides edit model.py; the pod edits a file deleted locally.
+    (local / "model.py").write_text("local edit\n")
+    (remote / "model.py").write_text("pod edit\n")
+    (local / "gone_here.py").unlink()
+    (remote / "gone_here.py").write_text("edited in the pod\n")
+    with RunningSync(local, str(remote), local_agent(), state_file=state) as sync:
+        sync.quiet()
+    copies = list(local.glob("model.py.pod-conflict-*"))
+    assert len(copies) == 1 and copies[0].read_text() == "pod edit\n"
+    assert (local / "model.py").read_text() == "local edit\n" == (remote / "model.py").read_text()
+    assert (local / "gone_here.py").read_text() == "edited in the pod\n"  # a change beats a delete
+    assert any("conflict on model.py" in m for m in sync.messages)
+
+
+def test_delete_propagates_only_when_the_other_side_holds_the_agreed_version(sides: tuple[Path, Path], tmp_path: Path) -> None:
+    local, remote = sides
+    state = tmp_path / "state.json"
+    (local / "old.py").write_text("old\n")
+    (local / "also.py").write_text("also\n")
+    with RunningSync(local, str(remote), local_agent(), state_file=state):
+        pass
+    (local / "old.py").unlink()
+    (local / "also.py").unlink()
+    (remote / "also.py").write_text("changed in the pod\n")
+    with RunningSync(local, str(remote), local_agent(), state_file=state) as sync:
+        sync.quiet()
+    assert not (remote / "old.py").exists()
+    assert (remote / "also.py").read_text() == "changed in the pod\n" == (local / "also.py").read_text()
+
+
+def test_resume_after_a_killed_stream_sends_nothing_unchanged(sides: tuple[Path, Path]) -> None:
+    local, remote = sides
+    for i in range(50):
+        (local / f"m{i}.py").write_text(f"x = {i}\n")
+    connect = local_agent()
+    with RunningSync(local, str(remote), connect) as sync:
+        connect.links[-1].kill()
+        (local / "m1.py").write_text("x = 'while down'\n")
+        wait_until(lambda: len(connect.links) == 2 and sync.syncer.health.state == "watching", what="reconnect")
+        wait_until(lambda: (remote / "m1.py").read_text() == "x = 'while down'\n", what="edit made while down")
+        stats = {p.name: p.stat().st_mtime_ns for p in remote.iterdir() if p.name != "m1.py"}
+        connect.links[-1].kill()
+        wait_until(lambda: len(connect.links) == 3 and sync.syncer.health.state == "watching", what="reconnect")
+        sync.quiet()
+    assert {p.name: p.stat().st_mtime_ns for p in remote.iterdir() if p.name != "m1.py"} == stats
+    assert any("reconnecting" in m for m in sync.messages)
+
+
+def test_the_local_side_refuses_what_a_hostile_pod_names(sides: tuple[Path, Path], tmp_path: Path) -> None:
+    local, remote = sides
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (remote / "escape").symlink_to(str(outside))  # absolute: never recreated locally
+    (remote / "up").symlink_to("../outside")  # relative but leaving the root
+    (remote / ".git").mkdir()
+    (remote / ".git" / "hooks").mkdir()
+    (remote / ".git" / "hooks" / "pre-commit").write_text("#!/bin/sh\nevil\n")
+    with RunningSync(local, str(remote), local_agent()) as sync:
+        sync.quiet()
+    assert not (local / "escape").exists() and not (local / "up").exists()
+    assert not (local / ".git").exists()
+    assert list(outside.iterdir()) == []
+    assert any("escape" in m for m in sync.messages) and any("up" in m for m in sync.messages)
+
+
+@pytest.mark.parametrize("rel", ["../x", "/etc/passwd", "a/../../x", "a/./b", "", "a\\b", "a\0b"])
+def test_both_sides_refuse_paths_out_of_the_root(tmp_path: Path, rel: str) -> None:
+    tree = Tree(str(tmp_path), Excludes(compile_excludes([])))
+    with pytest.raises(UnsafePathError):
+        tree.commit(rel, "d", None)
+
+
+def test_writes_through_a_symlinked_directory_are_refused(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (root / "data").symlink_to(str(outside))
+    tree = Tree(str(root), Excludes(compile_excludes([])))
+    with pytest.raises(UnsafePathError):
+        tree.commit("data/evil.py", "d", None)
+    with pytest.raises(UnsafePathError):
+        tree.begin("data/evil.py", "-" + "0" * 40, 1)
+    with pytest.raises(UnsafePathError):
+        tree.commit("link", "l:../outside", None)
+    with pytest.raises(UnsafePathError):
+        tree.commit(".git/hooks/pre-commit", "d", None)
+    assert list(outside.iterdir()) == []
+
+
+def test_the_agent_refuses_hostile_puts(tmp_path: Path) -> None:
+    import hashlib
+    import subprocess
+    import sys
+
+    from pypod import agent
+    from pypod.agent.frames import FrameReader, meta_frame, split_meta
+
+    root = tmp_path / "pod"
+    root.mkdir()
+    (root / "link").symlink_to(str(tmp_path))
+    argv, preamble = agent.stdin_command(sys.executable, "sync")
+    body = b"evil\n"
+    version = "-" + hashlib.sha1(b"blob %d\0" % len(body) + body).hexdigest()
+    frames = [meta_frame(b"H", {"root": str(root), "excludes": compile_excludes([])})]
+    for path in ("../evil", "link/evil", "/tmp/evil", ".git/evil", "ok.txt"):
+        frames.append(meta_frame(b"P", {"path": path, "version": version, "size": len(body), "expect": None}, body))
+    frames.append(meta_frame(b"P", {"path": "out", "version": "l:../../x", "expect": None}))
+    proc = subprocess.run(argv, input=preamble + b"".join(frames), capture_output=True, timeout=30)
+    results = {"done": [], "rejected": []}
+    for kind, payload in FrameReader().feed(proc.stdout):
+        meta, _ = split_meta(payload)
+        if kind == b"A":
+            results["done"] += meta["done"]
+            results["rejected"] += meta["rejected"]
+    assert [p for p, _ in results["done"]] == ["ok.txt"]
+    assert sorted(p for p, _, _ in results["rejected"]) == sorted(["../evil", "link/evil", "/tmp/evil", ".git/evil", "out"])
+    assert not (tmp_path / "evil").exists() and not (root / "out").exists() and not (root / ".git").exists()
