@@ -16,7 +16,7 @@ import click
 
 from .errors import PypodError
 
-COMMANDS = ("start", "run", "attach", "ps", "logs", "rm", "template", "rbac", "plan", "jupyter")
+COMMANDS = ("start", "run", "attach", "sync", "ps", "logs", "rm", "template", "rbac", "plan", "jupyter")
 
 
 def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -42,6 +42,13 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--keep-alive", type=float, help="Seconds a REPL waits for a client before ending (900)."),
         click.option("--detach", is_flag=True, default=None, help="Keep the run going without a client."),
         click.option("--port-forward", "port_forwards", multiple=True, help="LOCAL:REMOTE (repeatable)."),
+        click.option("--no-sync", "sync", flag_value=False, default=None, help="Do not sync the project folder."),
+        click.option("--sync-exclude", multiple=True, help="gitignore pattern not to sync (repeatable)."),
+        click.option(
+            "--sync-initial",
+            type=click.Choice(["local", "pod", "mirror"]),
+            help="First sync: local wins (default), pod wins, or mirror local (deletes pod-only files).",
+        ),
         click.option("--dry-run", is_flag=True, help="Print the manifests and stop."),
         click.option("--quiet", "-q", is_flag=True, help="No status output."),
     ]
@@ -159,6 +166,30 @@ def attach(run_name: str, namespace: str | None, context: str | None, kubeconfig
     from .manage import attach_run
 
     sys.exit(attach_run(_connect(namespace, context, kubeconfig), run_name))
+
+
+@main_group.command()
+@click.argument("run_name")
+@click.option("--sync-exclude", multiple=True, help="gitignore pattern not to sync (repeatable).")
+@click.option("--sync-initial", type=click.Choice(["local", "pod", "mirror"]), help="Who wins at first (local).")
+@click.option("--remote", help="Folder in the pod (default: the run's working directory, /workspace).")
+@target_options
+def sync(
+    run_name: str,
+    sync_exclude: tuple[str, ...],
+    sync_initial: str | None,
+    remote: str | None,
+    namespace: str | None,
+    context: str | None,
+    kubeconfig: str | None,
+) -> None:
+    """Sync this project folder with RUN's pod, live, until Ctrl-C."""
+    from .livesync import sync_run
+
+    flags = {"namespace": namespace, "context": context, "kubeconfig": kubeconfig}
+    flags |= {"sync_exclude": sync_exclude, "sync_initial": sync_initial, "workdir": remote}
+    settings, project = _settings(flags)
+    sys.exit(sync_run(settings, project, run_name))
 
 
 @main_group.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import sys
+from pathlib import Path
 from typing import Any
 
 from .errors import NotFound
@@ -64,7 +65,9 @@ def list_runs(session: Session, all_users: bool) -> int:
             for p in session.client.list(Pod, namespace=session.namespace, labels=_selector(all_users))
         }
     table = Table(box=None, pad_edge=False)
-    for column in ("RUN", "MODE", "STATUS", "AGE", "NODE", "IMAGE"):
+    from .livesync import sync_column
+
+    for column in ("RUN", "MODE", "STATUS", "AGE", "NODE", "SYNC", "IMAGE"):
         table.add_column(column)
     from .kube.status import explain
 
@@ -79,6 +82,7 @@ def list_runs(session: Session, all_users: bool) -> int:
             report.state if report.state != "pending" else f"pending: {report.line}",
             _age(job.metadata.creationTimestamp),
             report.node or "-",
+            sync_column(session.namespace, name),
             image,
         )
     console = Console(soft_wrap=True)
@@ -107,7 +111,21 @@ def attach_run(session: Session, name: str) -> int:
     if pod.status is None or pod.status.phase != "Running":
         phase = pod.status.phase if pod.status else "unknown"
         raise NotFound(f"run {name!r} is not running (phase {phase})", hint="start a new one with `pypod`")
-    code = session.relay_repl(pod.metadata.name, name, [], history_path(session.settings))
+    live = None
+    if session.settings.sync:
+        from .livesync import same_project, start_beside_repl
+        from .project import load_project
+
+        project = load_project(Path.cwd())
+        if same_project(pod.metadata.labels, project):
+            live = start_beside_repl(session, pod.to_dict(), name, project, session.settings, session.out)
+        else:
+            session.out.info(f"sync: off (this folder is not {name}'s project)")
+    try:
+        code = session.relay_repl(pod.metadata.name, name, [], history_path(session.settings))
+    finally:
+        if live is not None:
+            live.stop()
     if code != LOST_CONNECTION:
         session.delete_job(name)
     return code

@@ -286,6 +286,11 @@ def start(settings: Settings, project: Project, request: RunRequest, out: Output
         if request.notebook_port:
             local = free_port()
             notebook = (f"{local}:{request.notebook_port}",)
+        live = None
+        if settings.sync:
+            from .livesync import start_beside_repl
+
+            live = start_beside_repl(session, watcher.state.pod, spec.name, project, settings, out)
         forwards = session.port_forwards(pod, notebook)
         if notebook:
             token = dict(request.session_env).get("JUPYTER_TOKEN", "")
@@ -296,6 +301,8 @@ def start(settings: Settings, project: Project, request: RunRequest, out: Output
         finally:
             for forward in forwards:
                 forward.stop()
+            if live is not None:
+                live.stop()
         watcher.stop()
         if code != LOST_CONNECTION:
             session.delete_job(spec.name)

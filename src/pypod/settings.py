@@ -52,6 +52,9 @@ class Settings:
     port_forwards: tuple[str, ...] = ()
     workdir: str = "/workspace"
     history_file: str = "~/.python_history"  # shared with local Python, as julia_pod shares Julia's
+    sync: bool = True  # live two-way sync of the project folder with the REPL's pod
+    sync_exclude: tuple[str, ...] = ()  # gitignore patterns, besides .gitignore and .pypodignore
+    sync_initial: str = "local"  # local, pod or mirror: who wins where both differ at first
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> Settings:
@@ -142,6 +145,10 @@ def resolve(
     settings = Settings(**values)
     check_quantity(settings.cpu, "cpu")
     check_quantity(settings.memory, "memory")
+    if settings.sync_initial not in ("local", "pod", "mirror"):
+        raise UsageError(
+            f"sync_initial must be local, pod or mirror, got {settings.sync_initial!r}", hint="e.g. --sync-initial pod"
+        )
     if settings.gpu < 0:
         raise UsageError(f"--gpu must be 0 or more, got {settings.gpu}", hint="e.g. --gpu 1")
     return settings

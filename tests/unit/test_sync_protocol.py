@@ -89,7 +89,7 @@ def test_both_sides_changed_keeps_local_and_the_pods_copy(sides: tuple[Path, Pat
     assert any("conflict on model.py" in m for m in sync.messages)
 
 
-def test_delete_propagates_only_when_the_other_side_holds_the_agreed_version(sides: tuple[Path, Path], tmp_path: Path) -> None:
+def test_delete_propagates_only_over_the_agreed_version(sides: tuple[Path, Path], tmp_path: Path) -> None:
     local, remote = sides
     state = tmp_path / "state.json"
     (local / "old.py").write_text("old\n")
@@ -190,5 +190,6 @@ def test_the_agent_refuses_hostile_puts(tmp_path: Path) -> None:
             results["done"] += meta["done"]
             results["rejected"] += meta["rejected"]
     assert [p for p, _ in results["done"]] == ["ok.txt"]
-    assert sorted(p for p, _, _ in results["rejected"]) == sorted(["../evil", "link/evil", "/tmp/evil", ".git/evil", "out"])
+    hostile = ["../evil", "link/evil", "/tmp/evil", ".git/evil", "out"]
+    assert sorted(p for p, _, _ in results["rejected"]) == sorted(hostile)
     assert not (tmp_path / "evil").exists() and not (root / "out").exists() and not (root / ".git").exists()
