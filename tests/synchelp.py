@@ -26,12 +26,13 @@ def wait_until(check: Callable[[], bool], timeout: float = 10.0, what: str = "co
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def local_agent(argv_prefix: list[str] | None = None):  # type: ignore[no-untyped-def]
+def local_agent(argv_prefix: list[str] | None = None, python: str | None = None):  # type: ignore[no-untyped-def]
     """A connect function that runs the agent as a local process (argv_prefix: e.g. kubectl exec)."""
     links: list[AgentLink] = []
 
     def connect(inbox):  # type: ignore[no-untyped-def]
-        python = "python3" if argv_prefix else sys.executable
+        nonlocal python
+        python = python or ("python3" if argv_prefix else sys.executable)
         argv, preamble = agent.stdin_command(python, "sync")
         link = AgentLink([*(argv_prefix or []), *argv], preamble, inbox)
         links.append(link)

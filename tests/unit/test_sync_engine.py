@@ -128,3 +128,101 @@ def test_first_sync_modes_pod_wins_and_mirror():
     assert pod_wins.download == ("a", "c") and pod_wins.upload == ("b",) and not pod_wins.delete_remote
     mirror = decide(None, local, remote, stamp="s", initial="mirror")
     assert mirror.upload == ("a", "b") and mirror.delete_remote == ("c",) and not mirror.download
+
+
+# -- Concurrency: edits land while a round's operations are in flight ------------------
+# Every write is a fresh token. The syncer applies each operation only if its target
+# still holds what the plan saw (as the agent and the local side do). A token may
+# disappear only if a person overwrote or deleted it where they could see it.
+
+SIDES = ("local", "remote")
+
+
+class World:
+    def __init__(self) -> None:
+        self.sides: dict[str, dict[str, str]] = {"local": {}, "remote": {}}
+        self.agreed: dict[str, str] | None = None
+        self.written: set[str] = set()
+        self.superseded: set[str] = set()
+        self.counter = 0
+
+    def edit(self, side: str, kind: str, path: str, other: str) -> None:
+        files = self.sides[side]
+        if kind == "write":
+            self.counter += 1
+            token = f"-{side[0]}{self.counter}"
+            if path in files:
+                self.superseded.add(files[path])  # the person saw it and replaced it
+            files[path] = token
+            self.written.add(token)
+        elif kind == "delete" and path in files:
+            self.superseded.add(files.pop(path))
+        elif kind == "rename" and path in files and other != path:
+            if other in files:
+                self.superseded.add(files[other])
+            files[other] = files.pop(path)
+
+    def round(self, concurrent: list[tuple[str, str, str, str]], stamp: str) -> bool:
+        """Plan on a snapshot, let `concurrent` edits land, then apply conditionally."""
+        local, remote = dict(self.sides["local"]), dict(self.sides["remote"])
+        plan = decide(self.agreed, local, remote, stamp=stamp)
+        if self.agreed is None:
+            self.agreed = {}
+        for path in set(local) | set(remote):
+            if local.get(path) == remote.get(path):
+                self._agree(path, local.get(path))
+        for side, kind, path, other in concurrent:
+            self.edit(side, kind, path, other)
+        live_local, live_remote = self.sides["local"], self.sides["remote"]
+        for path, copy in plan.conflicts:  # a get: whatever the pod holds now, into a new name
+            if path in live_remote and copy not in live_local:
+                live_local[copy] = live_remote[path]
+        for path in plan.upload:
+            if live_local.get(path) == local[path] and live_remote.get(path) == remote.get(path):
+                live_remote[path] = local[path]
+                self._agree(path, local[path])
+        for path in plan.download:
+            if live_remote.get(path) == remote[path] and live_local.get(path) == local.get(path):
+                live_local[path] = remote[path]
+                self._agree(path, remote[path])
+        for path in plan.delete_local:
+            if live_local.get(path) == local.get(path):
+                live_local.pop(path, None)
+                self._agree(path, None)
+        for path in plan.delete_remote:
+            if live_remote.get(path) == remote.get(path):
+                live_remote.pop(path, None)
+                self._agree(path, None)
+        return plan.empty and not concurrent
+
+    def _agree(self, path: str, version: str | None) -> None:
+        assert self.agreed is not None
+        if version is None:
+            self.agreed.pop(path, None)
+        else:
+            self.agreed[path] = version
+
+
+concurrent_edit = st.tuples(
+    st.sampled_from(SIDES),
+    st.sampled_from(["write", "delete", "rename"]),
+    st.sampled_from(PATHS),
+    st.sampled_from(PATHS),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.lists(concurrent_edit, max_size=4), min_size=1, max_size=6))
+def test_edits_racing_with_sync_rounds_converge_and_lose_no_write(batches):
+    world = World()
+    for number, batch in enumerate(batches):
+        world.round(batch, stamp=f"r{number}")
+    for number in range(10):
+        if world.round([], stamp=f"quiet{number}"):
+            break
+    else:
+        raise AssertionError("sync did not converge")
+    assert world.sides["local"] == world.sides["remote"]
+    present = set(world.sides["local"].values())
+    lost = world.written - world.superseded - present
+    assert not lost, f"writes lost: {lost}"

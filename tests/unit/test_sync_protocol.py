@@ -123,6 +123,31 @@ def test_resume_after_a_killed_stream_sends_nothing_unchanged(sides: tuple[Path,
     assert any("reconnecting" in m for m in sync.messages)
 
 
+def oldest_python() -> str | None:
+    """The agent promises Python 3.8; pyenv keeps one on these machines."""
+    import glob
+    import shutil
+
+    candidates = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.8*/bin/python3.8")))
+    found = candidates[0] if candidates else shutil.which("python3.8")
+    return found
+
+
+def test_the_agent_runs_on_python_3_8_and_can_poll_without_inotify(sides: tuple[Path, Path]) -> None:
+    python = oldest_python()
+    if python is None:
+        pytest.skip("no Python 3.8 on this machine to run the agent with")
+    local, remote = sides
+    (local / "a.py").write_text("a\n")
+    with RunningSync(local, str(remote), local_agent(python=python), allow_inotify=False) as sync:
+        assert sync.syncer.health.watcher == "polling"
+        (remote / "b.py").write_text("b\n")
+        wait_until(lambda: (local / "b.py").exists(), what="polled pod change")
+        (local / "a.py").write_text("a2\n")
+        wait_until(lambda: (remote / "a.py").read_text() == "a2\n", what="local change")
+    assert (remote / "a.py").read_text() == "a2\n"
+
+
 def test_the_local_side_refuses_what_a_hostile_pod_names(sides: tuple[Path, Path], tmp_path: Path) -> None:
     local, remote = sides
     outside = tmp_path / "outside"

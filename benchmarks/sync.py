@@ -1,0 +1,229 @@
+"""Live sync speed through the real exec path on the harness:
+
+- save-to-visible latency over 100 small edits, half each way (p50, p99; goal
+  p50 < 100 ms, p99 < 300 ms). Pod and laptop share one kernel clock here, so a
+  helper in the pod timestamps what it sees and what it writes.
+- initial sync of 10,000 files / 100 MB into an empty pod folder (goal < 3 s);
+- resync with nothing changed, from a new process and a new agent (goal < 0.5 s);
+- the anchor: `kubectl cp` of the same tree, in the same run.
+
+    python benchmarks/sync.py [--files 10000] [--megabytes 100] [--edits 100]
+
+Starts the harness if it is not up (and stops it again afterwards). devspace,
+julia_pod's tool, is not installed here, so kubectl cp is the anchor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from harness import cluster as harness_cluster  # noqa: E402
+from harness.layout import Layout  # noqa: E402
+from pypod import agent  # noqa: E402
+from pypod.sync.excludes import sync_excludes  # noqa: E402
+from pypod.sync.link import AgentLink  # noqa: E402
+from pypod.sync.syncer import Syncer  # noqa: E402
+
+REMOTE = "/srv/bench"
+
+# Runs in the pod: "watch PATH TEXT" prints the time TEXT is first read at PATH;
+# "write PATH TEXT" writes it (as an editor would) and prints the time it closed.
+POD_HELPER = r"""
+import os, sys, time
+for line in sys.stdin:
+    verb, path, text = line.rstrip("\n").split(" ", 2)
+    if verb == "write":
+        with open(path, "w") as handle:
+            handle.write(text)
+        print(time.time(), flush=True)
+        continue
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            with open(path) as handle:
+                if handle.read() == text:
+                    break
+        except OSError:
+            pass
+        time.sleep(0.0005)
+    print(time.time() if time.time() < deadline else -1, flush=True)
+"""
+
+
+def bench(name: str, value: float, unit: str) -> None:
+    print(f"BENCH {name} {value:.3f} {unit}", flush=True)
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class Bench:
+    def __init__(self, info, namespace: str, pod: str) -> None:  # type: ignore[no-untyped-def]
+        self.info = info
+        self.exec_prefix = [
+            info.kubectl,
+            f"--kubeconfig={info.admin_kubeconfig}",
+            "-n",
+            namespace,
+            "exec",
+            "-i",
+            pod,
+            "--",
+        ]
+        self.pod = pod
+        self.namespace = namespace
+
+    def connect(self, inbox):  # type: ignore[no-untyped-def]
+        argv, preamble = agent.stdin_command("python3", "sync")
+        return AgentLink([*self.exec_prefix, *argv], preamble, inbox)
+
+    def syncer(self, local: Path, remote: str, state: Path) -> tuple[Syncer, threading.Thread]:
+        syncer = Syncer(local, remote, self.connect, sync_excludes(local), state_file=state, report=print)
+        thread = threading.Thread(target=syncer.run, daemon=True)
+        return syncer, thread
+
+    def timed_first_sync(self, local: Path, remote: str, state: Path) -> tuple[float, Syncer, threading.Thread]:
+        syncer, thread = self.syncer(local, remote, state)
+        started = time.perf_counter()
+        thread.start()
+        if not syncer.first_sync.wait(600):
+            raise SystemExit(f"first sync did not finish: {syncer.health.line()}")
+        return time.perf_counter() - started, syncer, thread
+
+    def latency(self, edits: int) -> None:
+        local = Path(tempfile.mkdtemp(prefix="pypod-sync-bench-"))
+        (local / "pkg").mkdir()
+        for i in range(50):
+            (local / "pkg" / f"m{i}.py").write_text(f"x = {i}\n")
+        state = local.parent / (local.name + ".state.json")
+        _, syncer, thread = self.timed_first_sync(local, f"{REMOTE}/latency", state)
+        helper = subprocess.Popen(
+            [*self.exec_prefix, "python3", "-c", POD_HELPER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert helper.stdin is not None and helper.stdout is not None
+        up, down = [], []
+        try:
+            for i in range(edits):
+                name = f"pkg/m{i % 50}.py"
+                text = f"x = 'edit {i}'"
+                if i % 2 == 0:  # laptop -> pod
+                    helper.stdin.write(f"watch {REMOTE}/latency/{name} {text}\n")
+                    helper.stdin.flush()
+                    time.sleep(0.05)  # let the helper start looking
+                    saved = time.time()
+                    (local / name).write_text(text)
+                    seen = float(helper.stdout.readline())
+                    if seen > 0:
+                        up.append((seen - saved) * 1000)
+                else:  # pod -> laptop
+                    helper.stdin.write(f"write {REMOTE}/latency/{name} {text}\n")
+                    helper.stdin.flush()
+                    deadline = time.time() + 10
+                    while time.time() < deadline:
+                        try:
+                            if (local / name).read_text() == text:
+                                break
+                        except OSError:
+                            pass
+                        time.sleep(0.0005)
+                    seen = time.time()
+                    saved = float(helper.stdout.readline())
+                    if seen < deadline:
+                        down.append((seen - saved) * 1000)
+                time.sleep(0.05)
+        finally:
+            helper.stdin.close()
+            helper.wait(10)
+            syncer.stop()
+            thread.join(10)
+        both = up + down
+        bench("sync_edits_measured", len(both), "edits")
+        bench("sync_p50_ms", statistics.median(both), "ms")
+        bench("sync_p99_ms", percentile(both, 0.99), "ms")
+        bench("sync_up_p50_ms", statistics.median(up), "ms")
+        bench("sync_down_p50_ms", statistics.median(down), "ms")
+
+    def bulk(self, files: int, megabytes: int) -> None:
+        local = Path(tempfile.mkdtemp(prefix="pypod-sync-bulk-"))
+        size = megabytes * 1024 * 1024 // files
+        for i in range(files):
+            directory = local / f"d{i // 100:03d}"
+            if i % 100 == 0:
+                directory.mkdir()
+            (directory / f"f{i:05d}.dat").write_bytes(os.urandom(size))
+        state = local.parent / (local.name + ".state.json")
+        remote = f"{REMOTE}/bulk-{uuid.uuid4().hex[:6]}"
+        seconds, syncer, thread = self.timed_first_sync(local, remote, state)
+        syncer.stop()
+        thread.join(30)
+        count = subprocess.run(
+            [*self.exec_prefix, "sh", "-c", f"find {remote} -type f | wc -l"], capture_output=True, text=True
+        ).stdout.strip()
+        if count != str(files):
+            raise SystemExit(f"initial sync left {count} files in the pod, expected {files}")
+        bench("initial_sync_10k_s", seconds, "s")
+        # A new process and a new agent: nothing changed, so nothing is sent.
+        seconds, syncer, thread = self.timed_first_sync(local, remote, state)
+        syncer.stop()
+        thread.join(30)
+        bench("resync_noop_s", seconds, "s")
+        started = time.perf_counter()
+        subprocess.run(
+            [*self.exec_prefix[:-4], "cp", str(local), f"{self.pod}:{REMOTE}/anchor"],
+            check=True,
+            capture_output=True,
+        )
+        anchor = time.perf_counter() - started
+        bench("kubectl_cp_10k_s", anchor, "s")
+        bench("initial_sync_vs_kubectl_cp", anchor / max(1e-9, float(seconds)), "ratio")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--files", type=int, default=10_000)
+    parser.add_argument("--megabytes", type=int, default=100)
+    parser.add_argument("--edits", type=int, default=100)
+    args = parser.parse_args()
+    from lightkube import Client, KubeConfig
+    from lightkube.resources.core_v1 import Namespace, Pod, ServiceAccount
+
+    layout = Layout.default()
+    started_here = not harness_cluster.is_up(layout)
+    info = harness_cluster.up(layout, report=lambda m: print(m, file=sys.stderr))
+    client = Client(KubeConfig.from_file(info.admin_kubeconfig))
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    try:
+        client.create(Namespace.from_dict({"metadata": {"name": namespace}}))
+        while not any(sa.metadata.name == "default" for sa in client.list(ServiceAccount, namespace=namespace)):
+            time.sleep(0.2)
+        pod = "sync-bench"
+        container = {"name": "driver", "image": info.base_image, "command": ["sleep", "3600"]}
+        spec = {"terminationGracePeriodSeconds": 0, "containers": [container]}
+        client.create(Pod.from_dict({"metadata": {"name": pod, "namespace": namespace}, "spec": spec}))
+        while client.get(Pod, pod, namespace=namespace).status.phase != "Running":
+            time.sleep(0.2)
+        runner = Bench(info, namespace, pod)
+        runner.latency(args.edits)
+        runner.bulk(args.files, args.megabytes)
+    finally:
+        client.delete(Namespace, namespace)
+        if started_here:
+            harness_cluster.down(layout, report=lambda m: print(m, file=sys.stderr))
+
+
+if __name__ == "__main__":
+    main()
