@@ -26,6 +26,9 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--base-image", help="Base for the built image (default python:3.12-slim)."),
         click.option("--builder", type=click.Choice(["docker", "podman", "buildah"]), help="Image builder."),
         click.option("--dockerfile", help="Build dependencies from this Dockerfile."),
+        click.option(
+            "--no-push", is_flag=True, default=None, help="Keep the built image in the builder's store (shared node)."
+        ),
         click.option("--namespace", "-n", help="Namespace (default: the context's, else 'default')."),
         click.option("--context", help="kubeconfig context."),
         click.option("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)."),

@@ -37,6 +37,7 @@ class Settings:
     base_image: str = "docker.io/library/python:3.12-slim"
     builder: str | None = None  # docker, podman or buildah; None: the first found
     dockerfile: str | None = None
+    no_push: bool = False  # build into the builder's store only, for a cluster sharing it
     cpu: str | None = None
     memory: str | None = None
     gpu: int = 0

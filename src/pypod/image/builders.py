@@ -46,6 +46,18 @@ def find_builder(choice: str | None) -> Builder:
     )
 
 
+def image_exists(builder: Builder, ref: str) -> bool:
+    """Whether the builder's own image store holds `ref` (for --no-push)."""
+    import subprocess
+
+    command = {
+        "podman": [builder.binary, "image", "exists", ref],
+        "buildah": [builder.binary, "inspect", "--type", "image", ref],
+        "docker": [builder.binary, "image", "inspect", ref],
+    }[builder.name]
+    return subprocess.run(command, capture_output=True).returncode == 0
+
+
 def _has_buildx(docker: str) -> bool:
     try:
         return subprocess.run([docker, "buildx", "version"], capture_output=True, timeout=10).returncode == 0 and (

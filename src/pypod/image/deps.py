@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..project import Project
-from .builders import build_and_push, find_builder
+from .builders import build_and_push, find_builder, image_exists
 from .detect import EnvSpec, detect
 from .dockerfile import DependencyBuild, render
 from .registry import ImageRef, Registry
@@ -31,11 +31,12 @@ class DependencyImage:
     built: bool
     seconds: float
     tag: str = ""
+    local: bool = False  # in the builder's image store only (--no-push)
 
     def summary(self) -> str:
         if not self.built and not self.tag:
             return f"dependencies: none ({self.spec.reason})"
-        verb = "built and pushed" if self.built else "reused"
+        verb = ("built" if self.local else "built and pushed") if self.built else "reused"
         return f"dependencies: {verb} {self.tag} ({self.spec.reason}; {self.seconds:.1f}s)"
 
 
@@ -46,7 +47,10 @@ def ensure_dependency_image(
     builder_choice: str | None = None,
     dockerfile: str | None = None,
     report: Callable[[str], None] = lambda _m: None,
+    push: bool = True,
 ) -> DependencyImage:
+    """The dependency image, by digest in the registry; with push=False, by tag in the
+    builder's own image store (for a cluster that shares it)."""
     started = time.monotonic()
     spec = detect(project.root, dockerfile)
     base = ImageRef.parse(base_image)
@@ -70,10 +74,17 @@ def ensure_dependency_image(
         context_root = None
     target = image_repo.with_tag(build.tag)
     registry = Registry(image_repo.registry)
-    existing = registry.manifest_digest(target)
-    if existing:
-        return DependencyImage(str(target.with_digest(existing)), spec, False, time.monotonic() - started, build.tag)
-    builder = find_builder(builder_choice)
+    builder = None
+    if push:
+        existing = registry.manifest_digest(target)
+        if existing:
+            reference = str(target.with_digest(existing))
+            return DependencyImage(reference, spec, False, time.monotonic() - started, build.tag)
+    else:
+        builder = find_builder(builder_choice)
+        if image_exists(builder, str(target)):
+            return DependencyImage(str(target), spec, False, time.monotonic() - started, build.tag, local=True)
+    builder = builder or find_builder(builder_choice)
     report(f"building the dependency image with {builder.name} ({spec.reason})")
     BUILD_LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = BUILD_LOG_DIR / f"{build.tag}.log"
@@ -82,7 +93,9 @@ def ensure_dependency_image(
         context = context_root or Path(context_dir)
         for name, content in build.context_files.items():
             (context / name).write_bytes(content)
-        digest = build_and_push(builder, build.containerfile, context, str(target), dict(os.environ), log=log)
+        digest = build_and_push(builder, build.containerfile, context, str(target), dict(os.environ), push, log)
+    if not push:
+        return DependencyImage(str(target), spec, True, time.monotonic() - started, build.tag, local=True)
     if not digest:
         digest = registry.manifest_digest(target)
     return DependencyImage(str(target.with_digest(digest or "")), spec, True, time.monotonic() - started, build.tag)
