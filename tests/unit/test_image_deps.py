@@ -138,10 +138,20 @@ def test_lockfile_sources_pypod_cannot_translate_are_named():
         lock_requirements("poetry", git_dep)
 
 
-def test_unsupported_specs_say_so(tmp_path: Path):
-    touch(tmp_path, "environment.yml")
-    with pytest.raises(ProjectError, match="cannot build a dependency image from conda"):
-        render(detect(tmp_path), "b@sha256:1", {"environment.yml": b""})
+def test_a_conda_environment_is_created_by_micromamba_at_the_venv_path(tmp_path: Path):
+    touch(tmp_path, "environment.yml", "apt.txt")
+    environment = b"dependencies:\n  - python=3.11\n  - numpy\n"
+    build = render(detect(tmp_path), "b@sha256:1", {"environment.yml": environment, "apt.txt": b"git\n"})
+    text = build.containerfile
+    assert "COPY --from=docker.io/mambaorg/micromamba:" in text and "/bin/micromamba /usr/local/bin/micromamba" in text
+    assert "micromamba create -y -p /opt/venv -f /tmp/pypod-env/environment.yml" in text
+    assert "compileall" in text and "--mount=type=cache,target=/opt/conda/pkgs" in text
+    assert "python3 -m venv" not in text  # the conda environment is the environment
+    assert build.context_files["environment.yml"] == environment
+    assert text.index("apt-get install") < text.index("micromamba create")
+    changed = {"environment.yml": environment + b"  - scipy\n", "apt.txt": b"git\n"}
+    other = render(detect(tmp_path), "b@sha256:1", changed)
+    assert other.key != build.key
 
 
 def test_secret_env_carries_index_urls_and_token_but_only_as_exports(tmp_path: Path):

@@ -24,7 +24,9 @@ PRELUDE = (
     "if [ -s /run/secrets/ca ]; then "
     "export SSL_CERT_FILE=/run/secrets/ca PIP_CERT=/run/secrets/ca UV_NATIVE_TLS=1; fi; "
 )
-SUPPORTED = ("requirements", "pyproject", "uv", "poetry", "pdm", "pipenv", "setup.py", "none")
+SUPPORTED = ("requirements", "pyproject", "uv", "conda", "poetry", "pdm", "pipenv", "setup.py", "none")
+# micromamba is one static binary; its official image keeps it at /bin/micromamba.
+MICROMAMBA_IMAGE = "docker.io/mambaorg/micromamba:2.0.5"
 # setup.py declares its dependencies only when run: egg_info writes them to requires.txt
 # (install_requires comes before the first [extra] section).
 SETUP_PY_REQUIREMENTS = (
@@ -75,8 +77,20 @@ def render(spec: EnvSpec, base_image: str, files: dict[str, bytes], platform: st
             f"RUN {SECRETS} {PRELUDE}apt-get update && "
             f"xargs -a {ENV_DIR}/apt.txt apt-get install -y --no-install-recommends && rm -rf /var/lib/apt/lists/*",
         ]
-    needs_python = spec.kind != "none" or spec.post_build
-    if needs_python:
+    needs_venv = spec.kind not in ("none", "conda") or (spec.post_build and spec.kind != "conda")
+    if spec.kind == "conda":
+        # The conda environment is created at the venv's path, so PATH and the rest are the same.
+        name = spec.files[0]
+        context["environment.yml"] = files[name]
+        lines += [
+            f"COPY --from={MICROMAMBA_IMAGE} /bin/micromamba /usr/local/bin/micromamba",
+            f"COPY environment.yml {ENV_DIR}/environment.yml",
+            f"RUN {SECRETS} --mount=type=cache,target=/opt/conda/pkgs {PRELUDE}"
+            f"MAMBA_ROOT_PREFIX=/opt/conda micromamba create -y -p {VENV} -f {ENV_DIR}/environment.yml && "
+            f"micromamba clean -a -y && "
+            f"if [ -x {VENV}/bin/python ]; then {VENV}/bin/python -m compileall -q {VENV}/lib; fi",
+        ]
+    if needs_venv:
         lines.append(f"RUN {SECRETS} {PRELUDE}python3 -m venv {VENV} && {VENV}/bin/pip install -q uv")
     if spec.kind == "requirements":
         names = [f for f in spec.files if f.rsplit("/", 1)[-1].startswith("requirements")]
