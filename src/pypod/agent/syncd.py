@@ -62,17 +62,30 @@ class SyncAgent:
         self.receiving = None
         self.done = []
         self.rejected = []
+        self.outbox = bytearray()
 
     # -- output -----------------------------------------------------------------
+    def emit(self, data):
+        """Queue bytes for pypod; drain() writes them, in as few writes as possible."""
+        self.outbox += data
+        if len(self.outbox) >= CHUNK:
+            self.drain()
+
+    def drain(self):
+        self.flush()
+        if self.outbox:
+            data, self.outbox = bytes(self.outbox), bytearray()
+            _write_all(self.out_fd, data)
+
     def flush(self):
         if self.done or self.rejected:
             done, rejected = self.done, self.rejected
             self.done, self.rejected = [], []
-            _write_all(self.out_fd, meta_frame(b"A", {"done": done, "rejected": rejected}))
+            self.emit(meta_frame(b"A", {"done": done, "rejected": rejected}))
 
     def send(self, kind, meta, data=b""):
         self.flush()  # results first: frames leave in the order things happened here
-        _write_all(self.out_fd, meta_frame(kind, meta, data))
+        self.emit(meta_frame(kind, meta, data))
 
     def settle(self, path, wanted, found, reason="changed in the pod"):
         """Record the outcome of an operation that wanted `path` to hold `wanted`."""
@@ -195,12 +208,13 @@ class SyncAgent:
                 while more:
                     block = handle.read(CHUNK)
                     more = len(block) == CHUNK
-                    _write_all(self.out_fd, meta_frame(b"D", {"more": more}, block))
+                    self.emit(meta_frame(b"D", {"more": more}, block))
         except (OSError, UnsafePathError):
             self.send(b"F", {"path": path, "version": None, "size": 0, "more": False})
 
     # -- events -------------------------------------------------------------------
     def report(self, paths):
+        self.tree.new_batch()
         changes = self.tree.refresh(paths, self.known)
         if changes:
             self.send(b"E", {"changes": changes})
@@ -228,6 +242,8 @@ def serve(in_fd=0, out_fd=1):
                 data = os.read(in_fd, CHUNK + 4096)
                 if not data:
                     return 0
+                if agent.tree is not None:
+                    agent.tree.new_batch()
                 for kind, payload in reader.feed(data):
                     meta, body = split_meta(payload) if payload else ({}, b"")
                     agent.handle(kind, meta, body)
@@ -247,12 +263,14 @@ def serve(in_fd=0, out_fd=1):
                 if pending and (settled or watch_fd is None):
                     paths, pending = pending, set()
                     agent.report(paths)
-            agent.flush()
+            agent.drain()
     except (BrokenPipeError, ConnectionResetError):
         return 0
     except Exception as exc:  # reported to pypod, which shows it
         with contextlib.suppress(OSError):
+            agent.outbox = bytearray()
             agent.send(b"N", {"fatal": True, "message": "sync agent failed: %s: %s" % (type(exc).__name__, exc)})
+            agent.drain()
         return 1
     finally:
         if agent.receiving is not None and agent.receiving.incoming is not None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..agent.frames import FrameReader, meta_frame, split_meta
 
+FLUSH_BYTES = 1 << 20
 Message = tuple[bytes, dict[str, Any], bytes]  # kind, meta, bytes; kind b"" means the stream ended
 
 
@@ -24,6 +25,7 @@ class AgentLink:
         self.inbox = inbox
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.stderr = b""
+        self._outbox = bytearray()
         self._reader = threading.Thread(target=self._read, name="pypod-sync-link", daemon=True)
         self._errors = threading.Thread(target=self._read_stderr, name="pypod-sync-stderr", daemon=True)
         self._reader.start()
@@ -39,7 +41,16 @@ class AgentLink:
             raise LinkLost(self.reason() or str(exc)) from exc
 
     def send(self, kind: bytes, meta: dict[str, Any], data: bytes = b"") -> None:
-        self._write(meta_frame(kind, meta, data))
+        """Queue a frame; flush() sends. Many small frames go out as one write, which the
+        exec stream carries as one message instead of thousands."""
+        self._outbox += meta_frame(kind, meta, data)
+        if len(self._outbox) >= FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._outbox:
+            data, self._outbox = bytes(self._outbox), bytearray()
+            self._write(data)
 
     def _read(self) -> None:
         assert self.proc.stdout is not None

@@ -210,6 +210,9 @@ class Syncer:
             b"H",
             {"root": self.remote_root, "excludes": self.excludes_spec, "create": True, "inotify": self.allow_inotify},
         )
+        self.link.flush()
+        self.tree.new_batch()
+        self.tree.refresh({""}, self.local)  # while the agent starts and scans
         hello = self._wait_for(b"I", HELLO_TIMEOUT_S)
         self._failures = 0
         self.health.watcher = hello[1].get("watcher", "")
@@ -217,8 +220,7 @@ class Syncer:
         for path, version in hello[1].get("entries", {}).items():
             if self._acceptable_remote(path):
                 self.remote[path] = version
-        self.tree.refresh({""}, self.local)
-        self.dirty = set(self.local) | set(self.remote) | set(self.agreed or {})
+        self.dirty.update(self.local, self.remote, self.agreed or {})
         self._plan()
         heard = time.monotonic()
         pinged = heard
@@ -247,6 +249,7 @@ class Syncer:
             self._plan()
             if now - pinged > PING_EVERY_S:
                 self.link.send(b"p", {})
+                self.link.flush()
                 pinged = now
             if now - heard > SILENCE_LIMIT_S:
                 raise LinkLost(f"no answer from the pod for {SILENCE_LIMIT_S:.0f}s")
@@ -264,7 +267,6 @@ class Syncer:
                 self.inbox.get_nowait()
             except queue.Empty:
                 break
-        self.tree.refresh({""}, self.local)
 
     def _wait_for(self, kind: bytes, timeout: float) -> Message:
         deadline = time.monotonic() + timeout
@@ -275,14 +277,13 @@ class Syncer:
                 raise LinkLost(f"the sync agent did not answer within {timeout:.0f}s") from None
             if message[0] == kind:
                 return message
-            if message[0] == LOCAL:
-                continue
             self._handle(message)
 
     # -- messages -----------------------------------------------------------------
     def _handle(self, message: Message) -> None:
         kind, meta, data = message
         if kind == LOCAL:
+            self.tree.new_batch()
             changes = self.tree.refresh(meta["paths"], self.local)
             self.dirty.update(changes)
             for path, version in changes.items():
@@ -348,6 +349,13 @@ class Syncer:
 
     # -- deciding and acting --------------------------------------------------------
     def _plan(self) -> None:
+        """Decide what is ready and send it, as one write."""
+        self._decide_and_act()
+        if self.link is not None:
+            self.link.flush()
+
+    def _decide_and_act(self) -> None:
+        self.tree.new_batch()
         ready = {p for p in self.dirty if p not in self.pending}
         ready -= {d.path for d in self.downloads}
         if not ready or self.link is None:
