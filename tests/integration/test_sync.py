@@ -98,6 +98,7 @@ def test_a_conflict_is_kept_and_a_killed_stream_resumes(cluster, namespace, pod,
     (local / "m2.py").write_text("x = 'laptop'\n")
     pod_sh(cluster, namespace, pod, f"echo \"x = 'pod'\" > {REMOTE}/m2.py")
     with RunningSync(local, REMOTE, local_agent(prefix), state_file=state) as sync:
+        wait_until(lambda: list(local.glob("m2.py.pod-conflict-*")), 20, "the pod's version kept locally")
         sync.quiet()
     copies = list(local.glob("m2.py.pod-conflict-*"))
     assert len(copies) == 1 and copies[0].read_text() == "x = 'pod'\n"

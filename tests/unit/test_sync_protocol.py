@@ -81,8 +81,10 @@ def test_both_sides_changed_keeps_local_and_the_pods_copy(sides: tuple[Path, Pat
     (local / "gone_here.py").unlink()
     (remote / "gone_here.py").write_text("edited in the pod\n")
     with RunningSync(local, str(remote), local_agent(), state_file=state) as sync:
+        wait_until(lambda: list(local.glob("model.py.pod-conflict-*")), what="the pod's version kept locally")
         sync.quiet()
     copies = list(local.glob("model.py.pod-conflict-*"))
+    assert [p.name for p in remote.glob("model.py.pod-conflict-*")] == [copies[0].name]  # kept in the pod too
     assert len(copies) == 1 and copies[0].read_text() == "pod edit\n"
     assert (local / "model.py").read_text() == "local edit\n" == (remote / "model.py").read_text()
     assert (local / "gone_here.py").read_text() == "edited in the pod\n"  # a change beats a delete
@@ -218,3 +220,26 @@ def test_the_agent_refuses_hostile_puts(tmp_path: Path) -> None:
     hostile = ["../evil", "link/evil", "/tmp/evil", ".git/evil", "out"]
     assert sorted(p for p, _, _ in results["rejected"]) == sorted(hostile)
     assert not (tmp_path / "evil").exists() and not (root / "out").exists() and not (root / ".git").exists()
+
+
+def test_symlink_chains_cannot_climb_out(tmp_path: Path) -> None:
+    tree = Tree(str(tmp_path), Excludes(compile_excludes([])))
+    assert tree.commit("s", "l:.", None) == "l:."  # a link to its own directory is fine
+    for rel, target in (("t", "s/.."), ("u", "s/../x"), ("a/v", "../../x"), ("w", "..")):
+        with pytest.raises(UnsafePathError):
+            tree.commit(rel, "l:" + target, None)
+    assert tree.commit("a/up", "l:../s", None) == "l:../s"
+
+
+def test_a_directory_replaced_by_a_file_reaches_the_pod(sides: tuple[Path, Path]) -> None:
+    local, remote = sides
+    (local / "out").mkdir()
+    (local / "out" / "part.txt").write_text("part\n")
+    with RunningSync(local, str(remote), local_agent()) as sync:
+        wait_until(lambda: (remote / "out" / "part.txt").exists(), what="first sync")
+        (local / "out" / "part.txt").unlink()
+        (local / "out").rmdir()
+        (local / "out").write_text("now a file\n")
+        wait_until(lambda: (remote / "out").is_file() and (remote / "out").read_text() == "now a file\n", what="file")
+        sync.quiet()
+    assert sync.syncer.health.problems == 0

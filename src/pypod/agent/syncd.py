@@ -25,7 +25,7 @@ import tempfile
 import time
 
 from .frames import FrameReader, meta_frame, split_meta
-from .tree import CHUNK, Excludes, Tree, UnsafePathError, is_file_version
+from .tree import CHUNK, UNREADABLE, Excludes, Tree, UnsafePathError, is_file_version
 from .watcher import RESCAN, make_watcher
 
 BYTES_CHANGED = "bytes did not match"
@@ -51,6 +51,7 @@ class Receiving:
 
     def __init__(self, path, expect, incoming):
         self.path, self.expect, self.incoming = path, expect, incoming
+        self.keep_as = None
 
 
 class SyncAgent:
@@ -116,7 +117,7 @@ class SyncAgent:
             path = meta["path"]
             try:
                 self.settle(path, None, self.tree.remove(path, meta.get("expect")))
-            except UnsafePathError as exc:
+            except (UnsafePathError, OSError) as exc:
                 self.settle(path, None, self.tree.version(path), str(exc))
         elif kind == b"G":
             self.get(meta["path"])
@@ -131,8 +132,9 @@ class SyncAgent:
         with contextlib.suppress(OSError, ValueError), open(_cache_file(root)) as handle:
             cache = json.load(handle)
         self.tree = Tree(root, Excludes(meta["excludes"]), cache)
-        self.known = self.tree.scan()
+        # Watch first, then scan: an edit during the scan is then reported, not missed.
         self.watcher, how = make_watcher(self.tree.root, self.tree.excludes, meta.get("inotify", True))
+        self.known = self.tree.scan()
         self.send(b"I", {"entries": self.known, "watcher": how, "python": sys.version.split()[0]})
         self.save_cache()
 
@@ -150,13 +152,14 @@ class SyncAgent:
         path, version, expect = meta["path"], meta["version"], meta.get("expect")
         try:
             if not is_file_version(version):
-                self.settle(path, version, self.tree.commit(path, version, expect))
+                self.settle(path, version, self.tree.commit(path, version, expect, None, meta.get("keep_as")))
                 return
             incoming = self.tree.begin(path, version, meta["size"])
         except (UnsafePathError, OSError) as exc:
             self.settle(path, version, self.tree.version(path), str(exc))
             incoming = None
         self.receiving = Receiving(path, expect, incoming)
+        self.receiving.keep_as = meta.get("keep_as")
         self.chunk(meta, data)
 
     def chunk(self, meta, data):
@@ -165,17 +168,27 @@ class SyncAgent:
             raise ValueError("file bytes with no put before them")
         incoming = receiving.incoming
         if incoming is not None:
-            incoming.write(data)
+            try:
+                incoming.write(data)
+            except OSError as exc:  # e.g. a full disk: refuse this file, keep serving
+                incoming.abort()
+                receiving.incoming = incoming = None
+                self.settle(receiving.path, None, self.tree.version(receiving.path), "cannot write: %s" % exc.strerror)
         if meta.get("more"):
             return
         self.receiving = None
         if incoming is None:
             return
-        if incoming.finish() != incoming.version[1:]:
+        try:
+            if incoming.finish() != incoming.version[1:]:
+                incoming.abort()
+                self.settle(incoming.rel, incoming.version, self.tree.version(incoming.rel), BYTES_CHANGED)
+                return
+            found = self.tree.commit(incoming.rel, incoming.version, receiving.expect, incoming.temp, receiving.keep_as)
+        except (OSError, UnsafePathError) as exc:
             incoming.abort()
-            self.settle(incoming.rel, incoming.version, self.tree.version(incoming.rel), BYTES_CHANGED)
+            self.settle(incoming.rel, incoming.version, self.tree.version(incoming.rel), str(exc))
             return
-        found = self.tree.commit(incoming.rel, incoming.version, receiving.expect, incoming.temp)
         self.settle(incoming.rel, incoming.version, found)
 
     def copy(self, meta):
@@ -186,14 +199,16 @@ class SyncAgent:
             if temp is None:
                 self.settle(path, version, self.tree.version(path), "source")
                 return
-            self.settle(path, version, self.tree.commit(path, version, meta.get("expect"), temp))
-        except UnsafePathError as exc:
+            self.settle(path, version, self.tree.commit(path, version, meta.get("expect"), temp, meta.get("keep_as")))
+        except (UnsafePathError, OSError) as exc:
             self.settle(path, version, self.tree.version(path), str(exc))
 
     def get(self, path):
-        """Stream a file's bytes back. Its version is taken before reading; pypod checks
-        the bytes against it, so a file changing meanwhile is caught there."""
+        """Stream a file's bytes back, with its version hashed afresh (a stale stat cache
+        must not name other bytes); pypod checks the bytes against it."""
         self.flush()
+        self.tree.cache.pop(path, None)
+        sent_first = False
         try:
             version = self.tree.version(path)
             if not is_file_version(version):
@@ -203,14 +218,18 @@ class SyncAgent:
             size = os.lstat(full).st_size
             with open(full, "rb") as handle:
                 block = handle.read(CHUNK)
-                more = len(block) == CHUNK
+                more = size > CHUNK
                 self.send(b"F", {"path": path, "version": version, "size": size, "more": more}, block)
+                sent_first = True
                 while more:
                     block = handle.read(CHUNK)
                     more = len(block) == CHUNK
                     self.emit(meta_frame(b"D", {"more": more}, block))
         except (OSError, UnsafePathError):
-            self.send(b"F", {"path": path, "version": None, "size": 0, "more": False})
+            if sent_first:  # end the stream short: pypod sees the size is wrong and asks again
+                self.emit(meta_frame(b"D", {"more": False}, b""))
+            else:
+                self.send(b"F", {"path": path, "version": UNREADABLE, "size": 0, "more": False})
 
     # -- events -------------------------------------------------------------------
     def report(self, paths):

@@ -24,6 +24,7 @@ TMP_PREFIX = ".pypod-tmp-"
 CHUNK = 1 << 20
 DIR = "d"
 LINK = "l:"
+UNREADABLE = "?"  # exists but cannot be read here: nothing is decided for it
 
 
 class UnsafePathError(ValueError):
@@ -52,11 +53,16 @@ def resolve_under(root, rel):
 
 
 def check_link_target(rel, target):
-    """A symlink at `rel` may point only inside the root, by a relative target."""
+    """A symlink at `rel` may point only inside the root: a relative target whose `..`
+    components all come first, no more of them than the link is deep. (Lexical checks
+    alone are not enough: `s -> .` then `t -> s/..` would climb out through `s`.)"""
     if not target or "\0" in target or target.startswith("/"):
         raise UnsafePathError("refusing symlink %r -> %r: absolute or empty target" % (rel, target))
-    joined = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
-    if joined == ".." or joined.startswith("../"):
+    parts = [p for p in target.split("/") if p not in ("", ".")]
+    ups = 0
+    while ups < len(parts) and parts[ups] == "..":
+        ups += 1
+    if ".." in parts[ups:] or ups > rel.count("/"):
         raise UnsafePathError("refusing symlink %r -> %r: points outside the sync root" % (rel, target))
 
 
@@ -82,8 +88,9 @@ class Excludes:
 
     def __init__(self, spec):
         self.spec = spec
-        self.dirs = frozenset(spec.get("dirs", ()))
-        self.suffixes = tuple(spec.get("suffixes", ()))
+        # Case-folded: on a case-insensitive disk `.GIT` is `.git`.
+        self.dirs = frozenset(name.lower() for name in spec.get("dirs", ()))
+        self.suffixes = tuple(suffix.lower() for suffix in spec.get("suffixes", ()))
         self.rules = [(bool(excludes), re.compile(regex)) for excludes, regex in spec.get("rules", ())]
         self._dir_cache = {}
 
@@ -100,7 +107,7 @@ class Excludes:
             parent = rel.rpartition("/")[0]
             cached = (
                 (bool(parent) and self._dir_excluded(parent))
-                or rel.rpartition("/")[2] in self.dirs
+                or rel.rpartition("/")[2].lower() in self.dirs
                 or self._match(rel + "/")
             )
             self._dir_cache[rel] = cached
@@ -114,7 +121,7 @@ class Excludes:
             return True
         if is_dir:
             return self._dir_excluded(rel)
-        return name in self.dirs or rel.endswith(self.suffixes) or self._match(rel)
+        return name.lower() in self.dirs or rel.lower().endswith(self.suffixes) or self._match(rel)
 
 
 class Tree:
@@ -158,7 +165,10 @@ class Tree:
         cached = self.cache.get(rel)
         if cached is not None and cached[:4] == key:
             return cached[4]
-        version = ("x" if mode & 0o111 else "-") + blob_digest(full, st.st_size)
+        try:
+            version = ("x" if mode & 0o111 else "-") + blob_digest(full, st.st_size)
+        except PermissionError:
+            return UNREADABLE
         self.cache[rel] = [*key, version]
         return version
 
@@ -252,16 +262,22 @@ class Tree:
         """An Incoming file for `rel`; its bytes go to a temp file beside the target."""
         return Incoming(self, rel, version, size)
 
-    def commit(self, rel, version, expect, temp=None):
+    def commit(self, rel, version, expect, temp=None, keep_as=None):
         """Make `rel` hold `version` if it still holds `expect` (None: absent); `temp`
-        holds a file's bytes. Returns the version at `rel` afterwards: the write took
-        effect (or was not needed) exactly when that equals `version`."""
+        holds a file's bytes; `keep_as` names a new path that first receives what is
+        replaced (a conflict copy: never overwriting, or nothing happens). Returns the
+        version at `rel` afterwards: the write took effect (or was not needed) exactly
+        when that equals `version`."""
         full = self.check_incoming(rel, version)
         current = self.version(rel)
         if current == version or current != expect:
             _discard(temp)
             return current
         try:
+            if keep_as and current is not None:
+                self.check_incoming(keep_as, current)
+                _make_parents(self, keep_as)
+                os.link(full, self.path(keep_as))  # fails if the name is taken
             _make_parents(self, rel)
             if current == DIR and version != DIR:
                 os.rmdir(full)  # only when empty: its contents are separate decisions
@@ -317,7 +333,7 @@ class Tree:
         """A temp file beside nothing yet, holding `source_rel`'s bytes, if they are `version`."""
         try:
             source = self.path(source_rel)
-            incoming = Incoming(self, source_rel, version, os.lstat(source).st_size, directory=self.root)
+            incoming = Incoming(self, source_rel, version, os.lstat(source).st_size, directory=os.path.dirname(source))
             with open(source, "rb") as handle:
                 while True:
                     block = handle.read(CHUNK)

@@ -99,7 +99,8 @@ class InotifyWatcher:
                 wd, mask, _cookie, length = EVENT.unpack_from(data, offset)
                 name = data[offset + EVENT.size : offset + EVENT.size + length].rstrip(b"\0")
                 offset += EVENT.size + length
-                if mask & IN_Q_OVERFLOW:
+                if mask & IN_Q_OVERFLOW:  # events were lost: rescan, and watch what is new
+                    self.add_tree("")
                     changed.add(RESCAN)
                     continue
                 base = self.dirs.get(wd)

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..agent.tree import CHUNK, Excludes, Incoming, Tree, UnsafePathError, check_rel, is_file_version
-from .engine import conflict_name, decide
+from ..agent.tree import CHUNK, DIR, UNREADABLE, Excludes, Incoming, Tree, UnsafePathError, check_rel, is_file_version
+from .engine import decide
 from .excludes import LARGE_FILE_BYTES
 from .link import AgentLink, LinkLost, Message
 
@@ -77,10 +77,8 @@ class Pending:
 
 @dataclass
 class Download:
-    path: str  # the pod's path
-    dest: str  # where it lands locally: the path, or a conflict copy beside it
-    expect: str | None  # what the local path must still hold (conflict copies: nothing)
-    conflict: bool = False
+    path: str
+    expect: str | None  # what the local path must still hold for the download to land
     incoming: Incoming | None = None
 
 
@@ -193,8 +191,12 @@ class Syncer:
                     if self.link is not None:
                         self.link.close()
                         self.link = None
+        except Exception as exc:  # a bug or an unexpected OS error: say so, stop syncing
+            self.set_state("failed", f"{type(exc).__name__}: {exc}")
+            self.report(f"sync: stopped by an unexpected error: {type(exc).__name__}: {exc}")
         finally:
-            self.save_state(force=True)
+            with contextlib.suppress(OSError):
+                self.save_state(force=True)
             if self.health.state != "failed":
                 self.set_state("stopped")
 
@@ -212,13 +214,13 @@ class Syncer:
         )
         self.link.flush()
         self.tree.new_batch()
-        self.tree.refresh({""}, self.local)  # while the agent starts and scans
+        self._readable(self.tree.refresh({""}, self.local), self.local, "here")  # while the agent starts
         hello = self._wait_for(b"I", HELLO_TIMEOUT_S)
         self._failures = 0
         self.health.watcher = hello[1].get("watcher", "")
         self.remote = {}
         for path, version in hello[1].get("entries", {}).items():
-            if self._acceptable_remote(path):
+            if self._acceptable_remote(path) and not self._unreadable(path, version, self.remote, "in the pod"):
                 self.remote[path] = version
         self.dirty.update(self.local, self.remote, self.agreed or {})
         self._plan()
@@ -262,11 +264,16 @@ class Syncer:
         self.pending.clear()
         self.downloads.clear()
         self.receiving = None
+        kept = []
         while True:
             try:
-                self.inbox.get_nowait()
+                message = self.inbox.get_nowait()
             except queue.Empty:
                 break
+            if message[0] == WATCH_FAILED:
+                kept.append(message)
+        for message in kept:
+            self.inbox.put(message)
 
     def _wait_for(self, kind: bytes, timeout: float) -> Message:
         deadline = time.monotonic() + timeout
@@ -284,7 +291,7 @@ class Syncer:
         kind, meta, data = message
         if kind == LOCAL:
             self.tree.new_batch()
-            changes = self.tree.refresh(meta["paths"], self.local)
+            changes = self._readable(self.tree.refresh(meta["paths"], self.local), self.local, "here")
             self.dirty.update(changes)
             for path, version in changes.items():
                 self._warn_large(path, version)
@@ -298,7 +305,7 @@ class Syncer:
             raise LinkLost(meta.get("reason") or "the stream ended")
         elif kind == b"E":
             for path, version in meta["changes"].items():
-                if not self._acceptable_remote(path):
+                if not self._acceptable_remote(path) or self._unreadable(path, version, self.remote, "in the pod"):
                     continue
                 if version is None:
                     self.remote.pop(path, None)
@@ -320,6 +327,18 @@ class Syncer:
         else:
             raise LinkLost(f"unexpected frame {kind!r} from the pod")
 
+    def _unreadable(self, path: str, version: str | None, versions: dict[str, str], where: str) -> bool:
+        """A file that exists but cannot be read is neither changed nor deleted: it keeps
+        the version last agreed, and nothing is decided for it."""
+        if version != UNREADABLE:
+            return False
+        self._problem(path, f"cannot be read {where}; it is left alone")
+        self._set(versions, path, (self.agreed or {}).get(path))
+        return True
+
+    def _readable(self, changes: dict[str, str | None], versions: dict[str, str], where: str) -> dict:
+        return {p: v for p, v in changes.items() if not self._unreadable(p, v, versions, where)}
+
     def _acceptable_remote(self, path: str) -> bool:
         """The pod names a path: refuse what could not be written here anyway."""
         try:
@@ -340,7 +359,8 @@ class Syncer:
             if reason == "source":
                 self.no_copy.add(path)
                 self.dirty.add(path)
-            elif reason == BYTES_CHANGED:  # the file changed while it was sent
+            elif reason == BYTES_CHANGED:  # the file changed while it was sent (or the cache was stale)
+                self.tree.cache.pop(path, None)
                 self.dirty.update(self.tree.refresh([path], self.local) or {path: None})
             elif op is None or found != op.expect:
                 self.dirty.add(path)  # it changed in the pod meanwhile: decide again
@@ -357,7 +377,8 @@ class Syncer:
     def _decide_and_act(self) -> None:
         self.tree.new_batch()
         ready = {p for p in self.dirty if p not in self.pending}
-        ready -= {d.path for d in self.downloads}
+        if ready and self.downloads:
+            ready -= {d.path for d in self.downloads}
         if not ready or self.link is None:
             return
         self.dirty -= ready
@@ -381,33 +402,45 @@ class Syncer:
         if plan.empty:
             return
         self.set_state("syncing", f"{len(plan.upload)} up, {len(plan.download)} down")
+        # A conflict: the pod first keeps its version as the copy (a hard link, in the same
+        # step as the put, so no stream failure can lose it); the copy then comes back
+        # like any file made in the pod.
+        keep = dict(plan.conflicts)
         for path, copy in plan.conflicts:
             self.health.conflicts += 1
             self.report(f"sync: conflict on {path}: both sides changed it; the pod's version is kept as {copy}")
-            self._request(Download(path, copy, None, conflict=True))
         by_version = {v: p for p, v in self.remote.items() if is_file_version(v)}
+        dir_to_file = {p for p in plan.upload if self.remote.get(p) == DIR and self.local.get(p) != DIR}
+        first = [d for d in plan.delete_remote if any(d.startswith(p + "/") for p in dir_to_file)]
+        for path in sorted(first, reverse=True):  # a directory's contents go before a file takes its place
+            self._delete_remote(path)
         for path in plan.upload:
-            self._upload(path, by_version)
+            self._upload(path, by_version, keep.get(path))
         local_by_version = {v: p for p, v in self.local.items() if is_file_version(v)}
         for path in plan.download:
             self._download(path, local_by_version)
         for path in sorted(plan.delete_local, reverse=True):
             self._delete_local(path)
-        for path in sorted(plan.delete_remote, reverse=True):
-            expect = self.remote.get(path)
-            self.pending[path] = Pending("delete", None, expect)
-            self.link.send(b"X", {"path": path, "expect": expect})
+        for path in sorted(set(plan.delete_remote) - set(first), reverse=True):
+            self._delete_remote(path)
 
-    def _upload(self, path: str, by_version: dict[str, str]) -> None:
+    def _delete_remote(self, path: str) -> None:
+        assert self.link is not None
+        expect = self.remote.get(path)
+        self.pending[path] = Pending("delete", None, expect)
+        self.link.send(b"X", {"path": path, "expect": expect})
+
+    def _upload(self, path: str, by_version: dict[str, str], keep_as: str | None = None) -> None:
         assert self.link is not None
         version, expect = self.local[path], self.remote.get(path)
         self.pending[path] = Pending("put", version, expect)
+        op = {"path": path, "version": version, "expect": expect, "keep_as": keep_as}
         if not is_file_version(version):
-            self.link.send(b"P", {"path": path, "version": version, "expect": expect})
+            self.link.send(b"P", op)
             return
         source = by_version.get(version)
         if source is not None and source != path and path not in self.no_copy:
-            self.link.send(b"K", {"path": path, "version": version, "expect": expect, "source": source})
+            self.link.send(b"K", {**op, "source": source})
             return
         self.no_copy.discard(path)
         open_stream = False
@@ -417,8 +450,7 @@ class Syncer:
             with open(full, "rb") as handle:
                 block = handle.read(CHUNK)
                 more = size > CHUNK
-                meta = {"path": path, "version": version, "expect": expect, "size": size, "more": more}
-                self.link.send(b"P", meta, block)
+                self.link.send(b"P", {**op, "size": size, "more": more}, block)
                 open_stream = more
                 while more:
                     block = handle.read(CHUNK)
@@ -439,7 +471,7 @@ class Syncer:
             local_copy = by_version.get(version)
             temp = self.tree.copy_to_temp(local_copy, version) if local_copy and local_copy != path else None
             if temp is None:
-                self._request(Download(path, path, expect))
+                self._request(Download(path, expect))
                 return
         else:
             temp = None
@@ -448,7 +480,7 @@ class Syncer:
         except UnsafePathError as exc:
             self._problem(path, str(exc))
             return
-        self._settle_local(path, version, found)
+        self._settle_local(path, version, found, expect)
 
     def _request(self, download: Download) -> None:
         assert self.link is not None
@@ -462,13 +494,14 @@ class Syncer:
         version = meta.get("version")
         if not is_file_version(version):
             self.downloads.popleft()
-            self._set(self.remote, download.path, version)
-            self.dirty.add(download.path)
+            if not self._unreadable(download.path, version, self.remote, "in the pod"):
+                self._set(self.remote, download.path, version)
+                self.dirty.add(download.path)
             return
         try:
-            download.incoming = self.tree.begin(download.dest, version, int(meta["size"]))
+            download.incoming = self.tree.begin(download.path, version, int(meta["size"]))
         except (UnsafePathError, OSError) as exc:
-            self._problem(download.dest, str(exc))
+            self._problem(download.path, str(exc))
             download.incoming = None
         self.receiving = download
         self._download_chunk(meta, data)
@@ -490,25 +523,22 @@ class Syncer:
             incoming.abort()  # it changed while it was read: its event follows
             self.dirty.add(download.path)
             return
-        if download.conflict:
-            self._keep_conflict_copy(download, incoming)
+        try:
+            found = self.tree.commit(download.path, incoming.version, download.expect, incoming.temp)
+        except (OSError, UnsafePathError) as exc:
+            incoming.abort()
+            self._problem(download.path, str(exc))
             return
-        found = self.tree.commit(download.path, incoming.version, download.expect, incoming.temp)
-        self._settle_local(download.path, incoming.version, found)
+        self._settle_local(download.path, incoming.version, found, download.expect)
 
-    def _keep_conflict_copy(self, download: Download, incoming: Incoming) -> None:
-        name, n = download.dest, 1
-        while not self.tree.create_new(name, incoming.version, incoming.temp):
-            name = conflict_name(download.path, f"{time.strftime('%Y%m%d-%H%M%S')}-{n}")
-            n += 1
-        self.dirty.update(self.tree.refresh([name], self.local))
-
-    def _settle_local(self, path: str, wanted: str, found: str | None) -> None:
+    def _settle_local(self, path: str, wanted: str, found: str | None, expect: str | None) -> None:
         self._set(self.local, path, found)
         if found == wanted:
             self._agree(path, found)
-        else:
+        elif found != expect:
             self.dirty.add(path)  # it changed here meanwhile: decide again
+        else:
+            self._problem(path, "could not be written here (see the folder's permissions and space)")
 
     def _delete_local(self, path: str) -> None:
         expect = self.local.get(path)
