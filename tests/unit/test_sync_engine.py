@@ -145,6 +145,7 @@ class World:
         self.written: set[str] = set()
         self.superseded: set[str] = set()
         self.counter = 0
+        self.conflicts = 0
 
     def edit(self, side: str, kind: str, path: str, other: str) -> None:
         files = self.sides[side]
@@ -166,6 +167,7 @@ class World:
         """Plan on a snapshot, let `concurrent` edits land, then apply conditionally."""
         local, remote = dict(self.sides["local"]), dict(self.sides["remote"])
         plan = decide(self.agreed, local, remote, stamp=stamp)
+        self.conflicts += len(plan.conflicts)
         if self.agreed is None:
             self.agreed = {}
         for path in set(local) | set(remote):
@@ -174,11 +176,16 @@ class World:
         for side, kind, path, other in concurrent:
             self.edit(side, kind, path, other)
         live_local, live_remote = self.sides["local"], self.sides["remote"]
-        for path, copy in plan.conflicts:  # a get: whatever the pod holds now, into a new name
-            if path in live_remote and copy not in live_local:
-                live_local[copy] = live_remote[path]
+        keep = dict(plan.conflicts)
         for path in plan.upload:
             if live_local.get(path) == local[path] and live_remote.get(path) == remote.get(path):
+                copy = keep.get(path)
+                if copy is not None and path in live_remote:
+                    # The pod keeps what it replaces under the copy's name, in the same step;
+                    # a taken name refuses the whole put.
+                    if copy in live_remote:
+                        continue
+                    live_remote[copy] = live_remote[path]
                 live_remote[path] = local[path]
                 self._agree(path, local[path])
         for path in plan.download:
