@@ -13,6 +13,7 @@ import pytest
 from harness.images import podman_env
 from harness.layout import Layout
 from tests.pypodcli import run_cli
+from tests.unit.test_image_deps import PDM_LOCK, PIPFILE_LOCK
 
 pytestmark = pytest.mark.cluster
 
@@ -249,4 +250,34 @@ def test_a_setup_py_project_gets_its_install_requires(env, tmp_path):
     result = run_cli(["run", "main.py"], env, cwd=root, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "setup.py describes the project" in result.stderr
+    assert "six 1.16.0" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "lockfile, text, reason",
+    [
+        ("pdm.lock", PDM_LOCK, "pdm.lock pins the environment"),
+        ("Pipfile.lock", PIPFILE_LOCK, "Pipfile.lock pins the environment"),
+    ],
+)
+def test_pdm_and_pipfile_locks_install_their_runtime_pins_in_a_pod(env, tmp_path, lockfile, text, reason):  # type: ignore[no-untyped-def]
+    root = project(tmp_path / lockfile.split(".")[0].lower(), **{lockfile: text, "main.py": MAIN})
+    result = run_cli(["run", "main.py"], env, cwd=root, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert reason in result.stderr
+    assert "six 1.16.0" in result.stdout
+
+
+def test_a_projects_own_dockerfile_is_built_as_given_and_runs_in_a_pod(env, cluster, tmp_path):  # type: ignore[no-untyped-def]
+    dockerfile = (
+        f"FROM {cluster.base_image}\n"
+        # pypod hands every build the machine's CA bundle as the `ca` secret (a TLS proxy here).
+        "RUN --mount=type=secret,id=ca if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi; "
+        "python3 -m venv /opt/own && /opt/own/bin/pip install -q six==1.16.0\n"
+        "ENV PATH=/opt/own/bin:$PATH\n"
+    )
+    root = project(tmp_path / "own", **{"Dockerfile": dockerfile, "requirements.txt": "attrs\n", "main.py": MAIN})
+    result = run_cli(["run", "main.py"], env, cwd=root, timeout=900)
+    assert result.returncode == 0, result.stderr
+    assert "Dockerfile" in result.stderr.split("dependencies:")[1].splitlines()[0]  # it won over requirements.txt
     assert "six 1.16.0" in result.stdout
