@@ -284,6 +284,8 @@ class Syncer:
                 raise LinkLost(f"the sync agent did not answer within {timeout:.0f}s") from None
             if message[0] == kind:
                 return message
+            if self.stop_event.is_set():
+                raise LinkLost("stopped")
             self._handle(message)
 
     # -- messages -----------------------------------------------------------------
