@@ -170,3 +170,15 @@ def test_setup_py_dependencies_are_read_by_egg_info_in_the_build(tmp_path: Path)
     build = render(spec, "b@sha256:1", {"setup.py": b"a", "setup.cfg": b"b"})
     assert set(build.context_files) == {"setup.py", "setup.cfg"}
     assert "egg_info" in build.containerfile
+
+
+def test_base_registries_name_where_a_build_pulls_from():
+    from pypod.image.builders import base_registries
+
+    text = (
+        "FROM --platform=linux/amd64 127.0.0.1:5000/p/python:3 AS deps\n"
+        "COPY --from=docker.io/mambaorg/micromamba:2 /bin/micromamba /usr/local/bin/micromamba\n"
+        "FROM deps\nCOPY --from=deps /x /y\nCOPY --from=0 /x /z\nFROM python:3.12-slim\nFROM scratch\n"
+    )
+    assert base_registries(text) == {"127.0.0.1:5000", "docker.io"}
+    assert base_registries("FROM localhost:5000/base\n") == {"localhost:5000"}

@@ -46,6 +46,32 @@ def find_builder(choice: str | None) -> Builder:
     )
 
 
+def base_registries(containerfile: str) -> set[str]:
+    """The registries of the images a Containerfile starts from or copies from."""
+    found = set()
+    stages = set()
+    for line in containerfile.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        refs = []
+        if words[0].upper() == "FROM":
+            args = [w for w in words[1:] if not w.startswith("--")]
+            if args:
+                refs.append(args[0])
+            if len(args) >= 3 and args[1].upper() == "AS":
+                stages.add(args[2].lower())
+        elif words[0].upper() in ("COPY", "ADD"):
+            refs += [w.split("=", 1)[1] for w in words[1:] if w.startswith("--from=")]
+        for ref in refs:
+            if ref.lower() in stages or ref.isdigit() or ref.lower() == "scratch":
+                continue
+            first = ref.split("/", 1)[0]
+            registry = first if "/" in ref and ("." in first or ":" in first or first == "localhost") else "docker.io"
+            found.add(registry)
+    return found
+
+
 def image_exists(builder: Builder, ref: str) -> bool:
     """Whether the builder's own image store holds `ref` (for --no-push)."""
     import subprocess
@@ -137,9 +163,12 @@ def build_and_push(
             ]
         else:
             build = "build" if builder.name == "podman" else "bud"
-            commands = [
-                [builder.binary, build, "--network", "host", *secrets, "-f", str(dockerfile), "-t", ref, str(context)]
-            ]
+            # Pulls from a plain-HTTP loopback registry need TLS off; only when every base
+            # image comes from one, so no public pull goes unverified.
+            bases = base_registries(containerfile)
+            plain = ["--tls-verify=false"] if bases and all(is_insecure(r) for r in bases) else []
+            command = [builder.binary, build, "--network", "host", *plain, *secrets, "-f", str(dockerfile)]
+            commands = [[*command, "-t", ref, str(context)]]
             if push:
                 commands.append(
                     [
