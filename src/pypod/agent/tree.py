@@ -70,14 +70,20 @@ def is_file_version(version):
     return bool(version) and version[0] in "x-"
 
 
-def blob_digest(path, size):
-    digest = hashlib.sha1(b"blob %d\0" % size)
+def file_chunks(path):
+    """A file's bytes, CHUNK at a time: never the whole file in memory."""
     with open(path, "rb") as handle:
         while True:
             block = handle.read(CHUNK)
             if not block:
-                break
-            digest.update(block)
+                return
+            yield block
+
+
+def blob_digest(path, size):
+    digest = hashlib.sha1(b"blob %d\0" % size)
+    for block in file_chunks(path):
+        digest.update(block)
     return digest.hexdigest()
 
 
@@ -331,16 +337,15 @@ class Tree:
 
     def copy_to_temp(self, source_rel, version):
         """A temp file beside nothing yet, holding `source_rel`'s bytes, if they are `version`."""
+        incoming = None
         try:
             source = self.path(source_rel)
             incoming = Incoming(self, source_rel, version, os.lstat(source).st_size, directory=os.path.dirname(source))
-            with open(source, "rb") as handle:
-                while True:
-                    block = handle.read(CHUNK)
-                    if not block:
-                        break
-                    incoming.write(block)
+            for block in file_chunks(source):
+                incoming.write(block)
         except (OSError, UnsafePathError):
+            if incoming is not None:
+                incoming.abort()
             return None
         if incoming.finish() != version[1:]:
             incoming.abort()
