@@ -305,19 +305,6 @@ class Tree:
             return self.version(rel)
         return version
 
-    def create_new(self, rel, version, temp):
-        """Put a file at `rel` only if nothing is there (a conflict copy): never
-        overwrites. Returns False, keeping `temp`, if the name is taken."""
-        full = self.check_incoming(rel, version)
-        _make_parents(self, rel)
-        os.chmod(temp, 0o755 if version[0] == "x" else 0o644)
-        try:
-            os.link(temp, full)  # unlike rename, fails if `full` exists
-        except FileExistsError:
-            return False
-        _discard(temp)
-        return True
-
     def remove(self, rel, expect):
         """Delete `rel` if it still holds `expect`. Returns the version there afterwards
         (None: the delete took effect, or there was nothing to delete)."""

@@ -67,15 +67,6 @@ class SyncHealth:
 
 
 @dataclass
-class Pending:
-    """An operation sent to the agent and not answered yet."""
-
-    kind: str  # put, delete, get
-    wanted: str | None
-    expect: str | None
-
-
-@dataclass
 class Download:
     path: str
     expect: str | None  # what the local path must still hold for the download to land
@@ -116,7 +107,8 @@ class Syncer:
         self.remote: dict[str, str] = {}
         self.agreed: dict[str, str] | None = None
         self.dirty: set[str] = set()
-        self.pending: dict[str, Pending] = {}
+        # Operations sent to the agent and not answered yet: path -> the version it expected there.
+        self.pending: dict[str, str | None] = {}
         self.downloads: collections.deque[Download] = collections.deque()
         self.receiving: Download | None = None
         self.no_copy: set[str] = set()
@@ -356,7 +348,8 @@ class Syncer:
             self._set(self.remote, path, version)
             self._agree(path, version)
         for path, found, reason in meta.get("rejected", []):
-            op = self.pending.pop(path, None)
+            was_pending = path in self.pending
+            expect = self.pending.pop(path, None)
             self._set(self.remote, path, found)
             if reason == "source":
                 self.no_copy.add(path)
@@ -364,7 +357,7 @@ class Syncer:
             elif reason == BYTES_CHANGED:  # the file changed while it was sent (or the cache was stale)
                 self.tree.cache.pop(path, None)
                 self.dirty.update(self.tree.refresh([path], self.local) or {path: None})
-            elif op is None or found != op.expect:
+            elif not was_pending or found != expect:
                 self.dirty.add(path)  # it changed in the pod meanwhile: decide again
             else:
                 self._problem(path, f"not applied in the pod: {reason}")
@@ -429,13 +422,13 @@ class Syncer:
     def _delete_remote(self, path: str) -> None:
         assert self.link is not None
         expect = self.remote.get(path)
-        self.pending[path] = Pending("delete", None, expect)
+        self.pending[path] = expect
         self.link.send(b"X", {"path": path, "expect": expect})
 
     def _upload(self, path: str, by_version: dict[str, str], keep_as: str | None = None) -> None:
         assert self.link is not None
         version, expect = self.local[path], self.remote.get(path)
-        self.pending[path] = Pending("put", version, expect)
+        self.pending[path] = expect
         op = {"path": path, "version": version, "expect": expect, "keep_as": keep_as}
         if not is_file_version(version):
             self.link.send(b"P", op)
