@@ -21,6 +21,7 @@ from pathlib import Path
 from . import components as c
 from . import host
 from .errors import HarnessError
+from .gobuild import BUILDKIT_TOOLS
 from .images import containers_conf, pause_archive, push_base_image
 from .layout import (
     CNI_PACKAGE,
@@ -40,6 +41,7 @@ Report = Callable[[str], None]
 # The order `up` starts them in; `down` stops them in reverse.
 COMPONENT_ORDER = (
     "registry",
+    "buildkitd",
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",
@@ -65,6 +67,8 @@ class ClusterInfo:
     kubectl: str
     node: str
     ports: dict[str, int]
+    # DOCKER_CONFIG whose current buildx builder is the harness's buildkitd; "" without docker.
+    docker_config: str = ""
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2) + "\n"
@@ -89,7 +93,7 @@ class ClusterInfo:
 def check_prerequisites(layout: Layout) -> None:
     if os.geteuid() != 0:
         raise HarnessError("the harness must run as root", hint="it creates a bridge, iptables rules and cgroups")
-    missing_bins = [name for name in (*KUBE_COMMANDS, "kwok") if not layout.binary(name).exists()]
+    missing_bins = [name for name in (*KUBE_COMMANDS, "kwok", *BUILDKIT_TOOLS) if not layout.binary(name).exists()]
     if missing_bins:
         raise HarnessError(
             f"not built yet: {', '.join(missing_bins)} (looked in {layout.bin})",
@@ -218,6 +222,7 @@ def _write_configs(layout: Layout, ports: c.Ports, pki: Pki) -> None:
     (layout.config / "kubelet.json").write_text(c.kubelet_config(layout, ports, pki))
     (layout.config / "kube-proxy.json").write_text(c.kube_proxy_config(layout, ports))
     (layout.config / "registry.yml").write_text(c.registry_config(layout, ports))
+    (layout.config / "buildkitd.toml").write_text(c.buildkitd_config(ports))
     (layout.config / "kwok.yaml").write_text(c.kwok_config())
 
 
@@ -276,6 +281,8 @@ def _start_all(layout: Layout, starter: _Starter, report: Report) -> ClusterInfo
     server = c.apiserver_url(ports)
 
     registry = starter.start(c.registry(layout))
+    layout.buildkit.mkdir(parents=True, exist_ok=True)
+    buildkitd = starter.start(c.buildkitd(layout))
     etcd_bin = shutil.which("etcd") or "etcd"
     etcd = starter.start(c.etcd(layout, ports, etcd_bin))
     starter.wait(registry, lambda: _http_ok(f"http://{c.registry_host(ports)}/v2/"), 20)
@@ -317,6 +324,8 @@ def _start_all(layout: Layout, starter: _Starter, report: Report) -> ClusterInfo
         base_image = base_image_future.result()
     finally:
         pool.shutdown()
+    starter.wait(buildkitd, lambda: _accepts(c.buildkitd_socket(layout)), 30)
+    docker_config = _buildx_builder(layout)
     return ClusterInfo(
         server=server,
         admin_kubeconfig=str(layout.admin_kubeconfig),
@@ -328,7 +337,39 @@ def _start_all(layout: Layout, starter: _Starter, report: Report) -> ClusterInfo
         kubectl=str(layout.binary("kubectl")),
         node=NODE_NAME,
         ports=ports.to_dict(),
+        docker_config=docker_config,
     )
+
+
+def _accepts(socket_path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as sock:
+        try:
+            sock.connect(str(socket_path))
+        except OSError:
+            return False
+    return True
+
+
+BUILDX_BUILDER = "pypod-harness"
+
+
+def _buildx_builder(layout: Layout) -> str:
+    """A DOCKER_CONFIG with the buildx plugin whose builder is the harness's buildkitd
+    (buildx's remote driver needs no Docker engine). "" when no docker CLI is installed."""
+    docker = shutil.which("docker")
+    if docker is None:
+        return ""
+    shutil.rmtree(layout.docker_config, ignore_errors=True)
+    plugins = layout.docker_config / "cli-plugins"
+    plugins.mkdir(parents=True)
+    (plugins / "docker-buildx").symlink_to(layout.binary("docker-buildx"))
+    env = dict(os.environ, DOCKER_CONFIG=str(layout.docker_config))
+    argv = [docker, "buildx", "create", "--name", BUILDX_BUILDER, "--driver", "remote", "--use"]
+    result = subprocess.run([*argv, f"unix://{c.buildkitd_socket(layout)}"], env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        hint = f"run `{' '.join(argv)}` by hand"
+        raise HarnessError("docker buildx create failed", hint=hint, log_tail=result.stderr)
+    return str(layout.docker_config)
 
 
 def restart_apiserver(layout: Layout | None = None, report: Report = print) -> float:

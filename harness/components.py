@@ -496,6 +496,42 @@ def registry(layout: Layout) -> Component:
     return Component("registry", ["docker-registry", "serve", str(layout.config / "registry.yml")])
 
 
+def buildkitd_socket(layout: Layout) -> Path:
+    return layout.buildkit / "buildkitd.sock"
+
+
+def buildkitd_config(ports: Ports) -> str:
+    """buildkitd's config: runc workers only (no containerd of its own), and the local
+    registry spoken to over plain HTTP, for base-image pulls, pushes and the build cache."""
+    return f"""\
+[worker.oci]
+  enabled = true
+[worker.containerd]
+  enabled = false
+
+[registry."{registry_host(ports)}"]
+  http = true
+"""
+
+
+def buildkitd(layout: Layout) -> Component:
+    return Component(
+        "buildkitd",
+        [
+            str(layout.binary("buildkitd")),
+            "--root",
+            str(layout.buildkit / "root"),
+            "--addr",
+            f"unix://{buildkitd_socket(layout)}",
+            "--config",
+            str(layout.config / "buildkitd.toml"),
+            # Builds run on the host network, as podman's do (`--network host`).
+            "--allow-insecure-entitlement",
+            "network.host",
+        ],
+    )
+
+
 def kwok_nodes(count: int) -> list[dict]:
     """Fake nodes that kwok keeps Ready; tainted so only pods that tolerate them land there."""
     nodes = []

@@ -17,7 +17,15 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .errors import HarnessError
-from .layout import KUBE_COMMANDS, KUBERNETES_VERSION, KWOK_VERSION, STAGING_VERSION, Layout
+from .layout import (
+    BUILDKIT_VERSION,
+    BUILDX_VERSION,
+    KUBE_COMMANDS,
+    KUBERNETES_VERSION,
+    KWOK_VERSION,
+    STAGING_VERSION,
+    Layout,
+)
 
 _STAGING_REPLACE = re.compile(r"^\s*(k8s\.io/[\w.\-/]+)\s+=>\s+\./staging/\S+\s*$", re.MULTILINE)
 
@@ -162,6 +170,41 @@ def build_kwok(layout: Layout, report: Callable[[str], None]) -> list[str]:
     _run(["go", "install", f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"], layout.cache, env, log)
     report(f"built kwok in {time.monotonic() - started:.0f}s")
     return ["kwok"]
+
+
+# binary name -> (module, version, package). Built in a scratch module: `go install
+# module@version` refuses modules whose go.mod has exclude or replace directives.
+BUILDKIT_TOOLS = {
+    "buildkitd": ("github.com/moby/buildkit", BUILDKIT_VERSION, "cmd/buildkitd"),
+    "docker-buildx": ("github.com/docker/buildx", BUILDX_VERSION, "cmd/buildx"),
+}
+
+
+def build_buildkit(layout: Layout, report: Callable[[str], None]) -> list[str]:
+    """buildkitd and the docker-buildx CLI plugin, for tests of `--builder docker`."""
+    built = []
+    for name, (module, version, command) in BUILDKIT_TOOLS.items():
+        if layout.binary(name).exists():
+            continue
+        _require_go()
+        env = _go_env(layout)
+        log = layout.cache / "build.log"
+        started = time.monotonic()
+        mod_dir = layout.cache / f"gomod-{name}"
+        mod_dir.mkdir(parents=True, exist_ok=True)
+        layout.bin.mkdir(parents=True, exist_ok=True)
+        if not (mod_dir / "go.mod").exists():
+            _run(["go", "mod", "init", f"pypod.local/harness-{name}"], mod_dir, env, log)
+        package = f"{module}/{command}"
+        _run(["go", "get", f"{package}@{version}"], mod_dir, env, log)
+        tmp = layout.bin / f".{name}.tmp"
+        # Both report the version from <module>/version.Version (else "v0.0.0+unknown").
+        ldflags = f"-s -w -X {module}/version.Version={version}"
+        _run(["go", "build", "-trimpath", "-ldflags", ldflags, "-o", str(tmp), package], mod_dir, env, log)
+        tmp.rename(layout.binary(name))
+        report(f"built {name} {version} in {time.monotonic() - started:.0f}s")
+        built.append(name)
+    return built
 
 
 def _require_go() -> None:

@@ -14,6 +14,10 @@ KUBERNETES_VERSION = "v1.37.2"
 # Staging modules are published as v0.<minor>.<patch> alongside v1.<minor>.<patch>.
 STAGING_VERSION = "v0" + KUBERNETES_VERSION[2:]
 KWOK_VERSION = "v0.8.0"
+# docker buildx's builder for the tests of pypod's `--builder docker`: no Docker engine
+# runs here, so buildx talks to a buildkitd of the harness's own (the "remote" driver).
+BUILDKIT_VERSION = "v0.34.2"
+BUILDX_VERSION = "v0.38.2"
 
 KUBE_COMMANDS = (
     "kube-apiserver",
@@ -94,6 +98,16 @@ class Layout:
 
     def binary(self, name: str) -> Path:
         return self.bin / name
+
+    @property
+    def buildkit(self) -> Path:
+        """buildkitd's root and socket; kept across `up`s, like containerd's image store."""
+        return self.state / "buildkit"
+
+    @property
+    def docker_config(self) -> Path:
+        """A DOCKER_CONFIG holding the buildx plugin and the harness's builder."""
+        return self.state / "docker"
 
     @property
     def pki(self) -> Path:

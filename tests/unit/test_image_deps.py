@@ -182,3 +182,49 @@ def test_base_registries_name_where_a_build_pulls_from():
     )
     assert base_registries(text) == {"127.0.0.1:5000", "docker.io"}
     assert base_registries("FROM localhost:5000/base\n") == {"localhost:5000"}
+
+
+def _commands(builder_name: str, driver: str = "", push: bool = True, ref: str = "127.0.0.1:5000/p:deps-1"):
+    from pypod.image.builders import Builder, build_commands
+
+    builder = Builder(builder_name, f"/usr/bin/{builder_name}", driver)
+    secrets = ["--secret", "id=pypod_env,src=/s/env"]
+    context_from = "FROM 127.0.0.1:5000/base@sha256:1\n"
+    return build_commands(
+        builder, context_from, Path("/s/Containerfile"), Path("/ctx"), ref, secrets, Path("/s/digest"), push, "R:cache"
+    )
+
+
+def test_buildx_pushes_with_a_registry_cache_unless_its_driver_is_the_engines_own():
+    [remote] = _commands("docker", "remote")
+    assert "--output=type=image,name=127.0.0.1:5000/p:deps-1,push=true,registry.insecure=true" in remote
+    assert "--cache-from=type=registry,ref=R:cache,registry.insecure=true" in remote
+    assert "--cache-to=type=registry,ref=R:cache,mode=max,registry.insecure=true" in remote
+    assert remote[-1] == "/ctx" and remote[remote.index("--metadata-file") + 1] == "/s/digest"
+
+    [engine] = _commands("docker", "docker")
+    assert not [a for a in engine if a.startswith("--cache")]
+    [public] = _commands("docker", "docker-container", ref="ghcr.io/team/app:deps-1")
+    assert "--output=type=image,name=ghcr.io/team/app:deps-1,push=true" in public
+    assert not [a for a in public if "insecure" in a]
+    [local] = _commands("docker", "remote", push=False)
+    assert "--load" in local and not [a for a in local if a.startswith(("--cache", "--output"))]
+
+
+def test_podman_and_buildah_build_then_push_with_tls_off_only_for_loopback_registries():
+    build, push = _commands("podman")
+    assert build[1] == "build" and "--tls-verify=false" in build and "--secret" in build
+    assert push[:3] == ["/usr/bin/podman", "push", "--tls-verify=false"]
+    build, push = _commands("buildah", ref="ghcr.io/team/app:deps-1")
+    assert build[1] == "bud" and "--tls-verify=false" in build  # its base is on loopback
+    assert "--tls-verify=false" not in push
+    [only_build] = _commands("buildah", push=False)
+    assert only_build[1] == "bud"
+
+
+def test_the_buildx_driver_is_read_from_inspect():
+    from pypod.image.builders import buildx_driver
+
+    text = "Name:          ci\nDriver:        remote\nLast Activity: 2026-11-23 04:07:19 +0000 UTC\n"
+    assert buildx_driver(text) == "remote"
+    assert buildx_driver("Name: x\n") == ""

@@ -4,6 +4,7 @@ docker buildx, podman or buildah (`--builder` chooses). Thin: argv and a subproc
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -29,6 +30,13 @@ SECRET_ENV = {
 class Builder:
     name: str
     binary: str
+    # docker only: buildx's driver. "docker" (the engine's own builder) keeps its cache in
+    # the engine; the others (docker-container, remote, kubernetes) export it to the registry.
+    driver: str = ""
+
+    @property
+    def registry_cache(self) -> bool:
+        return self.name == "docker" and self.driver not in ("", "docker")
 
 
 def find_builder(choice: str | None) -> Builder:
@@ -37,13 +45,36 @@ def find_builder(choice: str | None) -> Builder:
         if name not in BUILDERS:
             raise BuildError(f"unknown builder {name!r}", hint=f"choose one of: {', '.join(BUILDERS)}")
         binary = shutil.which(name)
-        if binary and (name != "docker" or _has_buildx(binary)):
+        if binary and name == "docker":
+            driver = _buildx_driver(binary)
+            if driver is not None:
+                return Builder(name, binary, driver)
+        elif binary:
             return Builder(name, binary)
     wanted = choice or " or ".join(BUILDERS)
     raise BuildError(
         f"no image builder found ({wanted})",
         hint="install podman (apt-get install podman) or docker with buildx, or pass --image to skip building",
     )
+
+
+def find_local_builder(choice: str | None) -> Builder:
+    """A builder for --no-push, whose image store the image stays in. docker buildx
+    loads into the Docker engine, so that needs one running."""
+    builder = find_builder(choice)
+    if builder.name == "docker" and not _engine_running(builder.binary):
+        raise BuildError(
+            "--no-push with docker needs a running Docker engine to load the image into",
+            hint="start the engine, use --builder podman or buildah, or push to a registry (drop --no-push)",
+        )
+    return builder
+
+
+def _engine_running(docker: str) -> bool:
+    try:
+        return subprocess.run([docker, "info"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def base_registries(containerfile: str) -> set[str]:
@@ -74,8 +105,6 @@ def base_registries(containerfile: str) -> set[str]:
 
 def image_exists(builder: Builder, ref: str) -> bool:
     """Whether the builder's own image store holds `ref` (for --no-push)."""
-    import subprocess
-
     command = {
         "podman": [builder.binary, "image", "exists", ref],
         "buildah": [builder.binary, "inspect", "--type", "image", ref],
@@ -84,13 +113,60 @@ def image_exists(builder: Builder, ref: str) -> bool:
     return subprocess.run(command, capture_output=True).returncode == 0
 
 
-def _has_buildx(docker: str) -> bool:
+def _buildx_driver(docker: str) -> str | None:
+    """The driver of buildx's current builder, or None when buildx is missing or its
+    builder is unreachable (the default builder needs a running Docker engine)."""
     try:
-        return subprocess.run([docker, "buildx", "version"], capture_output=True, timeout=10).returncode == 0 and (
-            subprocess.run([docker, "info"], capture_output=True, timeout=10).returncode == 0
-        )
+        result = subprocess.run([docker, "buildx", "inspect"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
-        return False
+        return None
+    return buildx_driver(result.stdout) if result.returncode == 0 else None
+
+
+def buildx_driver(inspect_output: str) -> str:
+    """Pure: the `Driver:` line of `docker buildx inspect`."""
+    for line in inspect_output.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Driver":
+            return value.strip()
+    return ""
+
+
+def build_commands(
+    builder: Builder,
+    containerfile: str,
+    dockerfile: Path,
+    context: Path,
+    ref: str,
+    secrets: list[str],
+    digest_file: Path,
+    push: bool,
+    cache_ref: str | None,
+) -> list[list[str]]:
+    """Pure: the builder's commands that build `ref` (and push it, with push=True)."""
+    insecure = is_insecure(ref.split("/", 1)[0])
+    if builder.name == "docker":
+        tls = ",registry.insecure=true" if insecure else ""
+        output = [f"--output=type=image,name={ref},push=true{tls}"] if push else ["-t", ref, "--load"]
+        cache = []
+        if cache_ref and builder.registry_cache and push:
+            # mode=max keeps every stage's layers, so an edit to one requirement reuses
+            # the venv and uv layers from any machine that can read the registry.
+            cache = [f"--cache-from=type=registry,ref={cache_ref}{tls}"]
+            cache += [f"--cache-to=type=registry,ref={cache_ref},mode=max{tls}"]
+        build = [builder.binary, "buildx", "build", "--network", "host", *secrets, "-f", str(dockerfile)]
+        return [[*build, *output, *cache, "--metadata-file", str(digest_file), str(context)]]
+    verb = "build" if builder.name == "podman" else "bud"
+    # Pulls from a plain-HTTP loopback registry need TLS off; only when every base
+    # image comes from one, so no public pull goes unverified.
+    bases = base_registries(containerfile)
+    plain = ["--tls-verify=false"] if bases and all(is_insecure(r) for r in bases) else []
+    build = [builder.binary, verb, "--network", "host", *plain, *secrets, "-f", str(dockerfile)]
+    commands = [[*build, "-t", ref, str(context)]]
+    if push:
+        tls_off = ["--tls-verify=false"] if insecure else []
+        commands.append([builder.binary, "push", *tls_off, "--digestfile", str(digest_file), ref])
+    return commands
 
 
 def secret_env_text(environ: dict[str, str]) -> str:
@@ -127,9 +203,11 @@ def build_and_push(
     environ: dict[str, str],
     push: bool = True,
     log: Path | None = None,
+    cache_ref: str | None = None,
 ) -> str | None:
     """Build `ref` from `containerfile` in `context`, push it, return its digest
-    (None with push=False)."""
+    (None with push=False). `cache_ref` names a registry build cache, for builders
+    that keep one there (docker buildx, but for its engine's own driver)."""
     with tempfile.TemporaryDirectory(prefix="pypod-secrets-") as secrets_dir:
         secret_file = Path(secrets_dir) / "env"
         secret_file.write_text(secret_env_text(environ))
@@ -141,53 +219,15 @@ def build_and_push(
         dockerfile.write_text(containerfile)
         digest_file = Path(secrets_dir) / "digest"
         secrets = ["--secret", f"id=pypod_env,src={secret_file}", "--secret", f"id=ca,src={ca_file}"]
-        insecure = is_insecure(ref.split("/", 1)[0])
-        if builder.name == "docker":
-            commands = [
-                [
-                    builder.binary,
-                    "buildx",
-                    "build",
-                    "--network",
-                    "host",
-                    *secrets,
-                    "-f",
-                    str(dockerfile),
-                    "-t",
-                    ref,
-                    "--metadata-file",
-                    str(digest_file),
-                    *(["--push"] if push else ["--load"]),
-                    str(context),
-                ]
-            ]
-        else:
-            build = "build" if builder.name == "podman" else "bud"
-            # Pulls from a plain-HTTP loopback registry need TLS off; only when every base
-            # image comes from one, so no public pull goes unverified.
-            bases = base_registries(containerfile)
-            plain = ["--tls-verify=false"] if bases and all(is_insecure(r) for r in bases) else []
-            command = [builder.binary, build, "--network", "host", *plain, *secrets, "-f", str(dockerfile)]
-            commands = [[*command, "-t", ref, str(context)]]
-            if push:
-                commands.append(
-                    [
-                        builder.binary,
-                        "push",
-                        *(["--tls-verify=false"] if insecure else []),
-                        "--digestfile",
-                        str(digest_file),
-                        ref,
-                    ]
-                )
+        commands = build_commands(
+            builder, containerfile, dockerfile, context, ref, secrets, digest_file, push, cache_ref
+        )
         for command in commands:
             _run(command, log)
         if not push:
             return None
         text = digest_file.read_text().strip()
         if builder.name == "docker":
-            import json
-
             return json.loads(text).get("containerimage.digest")
         return text
 

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..project import Project
-from .builders import build_and_push, find_builder, image_exists
+from .builders import build_and_push, find_builder, find_local_builder, image_exists
 from .detect import EnvSpec, detect
 from .dockerfile import DependencyBuild, render
 from .registry import ImageRef, Registry
+from .tag import tag_part
 
 BUILD_LOG_DIR = Path(os.environ.get("PYPOD_CACHE", "~/.cache/pypod")).expanduser() / "build-logs"
 
@@ -32,12 +33,14 @@ class DependencyImage:
     seconds: float
     tag: str = ""
     local: bool = False  # in the builder's image store only (--no-push)
+    builder: str = ""  # the builder that built it, when built
 
     def summary(self) -> str:
         if not self.built and not self.tag:
             return f"dependencies: none ({self.spec.reason})"
         verb = ("built" if self.local else "built and pushed") if self.built else "reused"
-        return f"dependencies: {verb} {self.tag} ({self.spec.reason}; {self.seconds:.1f}s)"
+        by = f" with {self.builder}" if self.built and self.builder else ""
+        return f"dependencies: {verb} {self.tag}{by} ({self.spec.reason}; {self.seconds:.1f}s)"
 
 
 def ensure_dependency_image(
@@ -81,7 +84,7 @@ def ensure_dependency_image(
             reference = str(target.with_digest(existing))
             return DependencyImage(reference, spec, False, time.monotonic() - started, build.tag)
     else:
-        builder = find_builder(builder_choice)
+        builder = find_local_builder(builder_choice)
         if image_exists(builder, str(target)):
             return DependencyImage(str(target), spec, False, time.monotonic() - started, build.tag, local=True)
     builder = builder or find_builder(builder_choice)
@@ -93,12 +96,18 @@ def ensure_dependency_image(
         context = context_root or Path(context_dir)
         for name, content in build.context_files.items():
             (context / name).write_bytes(content)
-        digest = build_and_push(builder, build.containerfile, context, str(target), dict(os.environ), push, log)
+        cache_ref = str(image_repo.with_tag(f"buildcache-{tag_part(project.name)}"))
+        digest = build_and_push(
+            builder, build.containerfile, context, str(target), dict(os.environ), push, log, cache_ref
+        )
     if not push:
-        return DependencyImage(str(target), spec, True, time.monotonic() - started, build.tag, local=True)
+        return DependencyImage(
+            str(target), spec, True, time.monotonic() - started, build.tag, local=True, builder=builder.name
+        )
     if not digest:
         digest = registry.manifest_digest(target)
-    return DependencyImage(str(target.with_digest(digest or "")), spec, True, time.monotonic() - started, build.tag)
+    reference = str(target.with_digest(digest or ""))
+    return DependencyImage(reference, spec, True, time.monotonic() - started, build.tag, builder=builder.name)
 
 
 def users_dockerfile(project: Project, spec: EnvSpec, files: dict[str, bytes]) -> DependencyBuild:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..project import Project
-from .builders import build_and_push, find_builder, image_exists
+from .builders import build_and_push, find_local_builder, image_exists
 from .deps import DependencyImage
 from .files import scan_project
 from .layer import WORKDIR, build_layer
@@ -55,7 +55,7 @@ def build_local_image(
     report: Callable[[str], None] = lambda _m: None,
 ) -> LocalImage:
     started = time.monotonic()
-    builder = find_builder(builder_choice)
+    builder = find_local_builder(builder_choice)
     scan = scan_project(project.root)
     entries, sources = _with_pypod(file_entries(project.root, scan))
     tag = image_tag(project.name, project.git.branch, project.git.commit, fingerprint(entries), deps.reference)
