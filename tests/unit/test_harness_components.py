@@ -75,6 +75,19 @@ def test_registry_is_plain_http_on_loopback():
     assert 'server = "http://127.0.0.1:30011"' in c.registry_hosts_toml(_ports())
 
 
+def test_buildkitd_uses_runc_only_speaks_http_to_the_local_registry_and_allows_host_network(tmp_path: Path):
+    import tomllib
+
+    config = tomllib.loads(c.buildkitd_config(_ports()))
+    assert config["worker"] == {"oci": {"enabled": True}, "containerd": {"enabled": False}}
+    assert config["registry"] == {"127.0.0.1:30011": {"http": True}}
+    layout = Layout(cache=tmp_path / "cache", state=tmp_path / "state")
+    argv = c.buildkitd(layout).argv
+    assert argv[0] == str(layout.binary("buildkitd"))
+    assert argv[argv.index("--addr") + 1] == f"unix://{layout.buildkit}/buildkitd.sock"
+    assert argv[argv.index("--allow-insecure-entitlement") + 1] == "network.host"
+
+
 def test_kwok_nodes_are_tainted_and_annotated_for_kwok():
     nodes = c.kwok_nodes(2)
     assert [n["metadata"]["name"] for n in nodes] == ["kwok-node-0", "kwok-node-1"]
