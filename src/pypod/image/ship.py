@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +151,9 @@ def _load_record(path: Path) -> ShipRecord | None:
 def _save_record(path: Path, record: ShipRecord) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(record)))
+    # vars(), not asdict(): the fields are JSON already, and asdict's deep copy of the
+    # manifest, config and every entry cost a fifth of a source update.
+    tmp.write_text(json.dumps(vars(record)))
     os.replace(tmp, path)
 
 
