@@ -26,6 +26,7 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--base-image", help="Base for the built image (default python:3.12-slim)."),
         click.option("--builder", type=click.Choice(["docker", "podman", "buildah"]), help="Image builder."),
         click.option("--dockerfile", help="Build dependencies from this Dockerfile."),
+        click.option("--platform", help="os/arch of the cluster's nodes, to build for (default linux/amd64)."),
         click.option(
             "--no-push", is_flag=True, default=None, help="Keep the built image in the builder's store (shared node)."
         ),
@@ -260,21 +261,23 @@ def rbac(namespace: str, user: str | None, service_account: str) -> None:
 @main_group.command()
 @click.option("--base-image", help="Base for the built image.")
 @click.option("--dockerfile", help="Build dependencies from this Dockerfile.")
-def plan(base_image: str | None, dockerfile: str | None) -> None:
+@click.option("--platform", help="os/arch to build for (default linux/amd64).")
+def plan(base_image: str | None, dockerfile: str | None, platform: str | None) -> None:
     """Show the environment spec found, and the dependency build it gives."""
     from .image.detect import detect
     from .image.dockerfile import SUPPORTED, render
 
-    settings, project = _settings({"base_image": base_image, "dockerfile": dockerfile})
+    settings, project = _settings({"base_image": base_image, "dockerfile": dockerfile, "platform": platform})
     spec = detect(project.root, settings.dockerfile)
     click.echo(f"project:      {project.root}")
     click.echo(f"environment:  {spec.kind}: {spec.reason}")
     click.echo(f"files:        {', '.join(spec.files) or '-'}")
     click.echo(f"python:       {spec.python_version or 'from the base image'}")
     click.echo(f"base image:   {settings.base_image}")
+    click.echo(f"platform:     {settings.platform}")
     if spec.kind in SUPPORTED and spec.kind != "none":
         files = {name: (project.root / name).read_bytes() for name in spec.files}
-        build = render(spec, settings.base_image, files)
+        build = render(spec, settings.base_image, files, settings.platform)
         click.echo(f"dependency image tag: {build.tag} (the base's digest is part of the key when built)")
         click.echo("generated Containerfile:")
         click.echo("".join(f"  {line}\n" for line in build.containerfile.splitlines()), nl=False)

@@ -331,17 +331,22 @@ def ship_image(settings: Settings, project: Project, out: Output) -> str:
         settings.dockerfile,
         report=out.status,
         push=not settings.no_push,
+        platform=settings.platform,
     )
     out.done()
     out.info(deps.summary())
     if settings.no_push:
         from .image.local import build_local_image
 
-        local = build_local_image(project, deps, settings.image_repo, settings.builder, report=out.status)
+        local = build_local_image(
+            project, deps, settings.image_repo, settings.builder, report=out.status, platform=settings.platform
+        )
         out.done()
         out.info(local.summary())
         return local.reference
-    shipped = ship_source_image(project, deps.reference, settings.image_repo, report=out.status)
+    shipped = ship_source_image(
+        project, deps.reference, settings.image_repo, report=out.status, platform=settings.platform
+    )
     out.done()
     out.info(shipped.summary())
     return shipped.reference

@@ -7,6 +7,7 @@ KUBERNETES_SERVICEACCOUNT, IMAGE_REPO); every other setting X also reads PYPOD_X
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from typing import Any
 
 from .errors import ProjectError, UsageError
 from .quantity import check_quantity
+
+PLATFORM = re.compile(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?")
 
 # Environment names kept from julia_pod, besides PYPOD_<NAME>.
 LEGACY_ENV = {
@@ -38,6 +41,7 @@ class Settings:
     builder: str | None = None  # docker, podman or buildah; None: the first found
     dockerfile: str | None = None
     no_push: bool = False  # build into the builder's store only, for a cluster sharing it
+    platform: str = "linux/amd64"  # the cluster nodes' os/arch, not the laptop's (buildx's --platform)
     cpu: str | None = None
     memory: str | None = None
     gpu: int = 0
@@ -149,6 +153,10 @@ def resolve(
     if settings.sync_initial not in ("local", "pod", "mirror"):
         raise UsageError(
             f"sync_initial must be local, pod or mirror, got {settings.sync_initial!r}", hint="e.g. --sync-initial pod"
+        )
+    if not PLATFORM.fullmatch(settings.platform):
+        raise UsageError(
+            f"platform must be os/arch[/variant], got {settings.platform!r}", hint="e.g. --platform linux/arm64"
         )
     if settings.gpu < 0:
         raise UsageError(f"--gpu must be 0 or more, got {settings.gpu}", hint="e.g. --gpu 1")

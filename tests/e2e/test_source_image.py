@@ -115,6 +115,17 @@ def test_pypod_run_without_image_runs_the_projects_code_in_a_pod(pypod_env, tmp_
     assert "image shipme_" in result.stderr
 
 
+def test_an_image_for_another_platform_is_refused_in_one_line(pypod_env, tmp_path):
+    """The harness's base image is linux/amd64 only: an arm64 cluster could not run it."""
+    root = project(tmp_path, "armed")
+    result = run_cli(["run", "--platform", "linux/arm64", "-m", "app.main"], pypod_env, cwd=root)
+    assert result.returncode == 75, result.stderr
+    [line] = result.stderr.strip().splitlines()[-1:]
+    assert "is built for linux/amd64, not linux/arm64" in line
+    assert "--platform linux/amd64 if the cluster's nodes are linux/amd64" in line
+    assert "Traceback" not in result.stderr
+
+
 def test_a_delta_layer_edits_and_deletes_files_in_the_pod(cluster, pypod_env, tmp_path):
     root = project(tmp_path, "deltas")
     (root / "gone.py").write_text("print('should be deleted')\n")

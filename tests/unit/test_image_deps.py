@@ -184,14 +184,29 @@ def test_base_registries_name_where_a_build_pulls_from():
     assert base_registries("FROM localhost:5000/base\n") == {"localhost:5000"}
 
 
-def _commands(builder_name: str, driver: str = "", push: bool = True, ref: str = "127.0.0.1:5000/p:deps-1"):
+def _commands(
+    builder_name: str,
+    driver: str = "",
+    push: bool = True,
+    ref: str = "127.0.0.1:5000/p:deps-1",
+    platform: str = "linux/amd64",
+):
     from pypod.image.builders import Builder, build_commands
 
     builder = Builder(builder_name, f"/usr/bin/{builder_name}", driver)
     secrets = ["--secret", "id=pypod_env,src=/s/env"]
     context_from = "FROM 127.0.0.1:5000/base@sha256:1\n"
     return build_commands(
-        builder, context_from, Path("/s/Containerfile"), Path("/ctx"), ref, secrets, Path("/s/digest"), push, "R:cache"
+        builder,
+        context_from,
+        Path("/s/Containerfile"),
+        Path("/ctx"),
+        ref,
+        secrets,
+        Path("/s/digest"),
+        push,
+        "R:cache",
+        platform,
     )
 
 
@@ -228,3 +243,25 @@ def test_the_buildx_driver_is_read_from_inspect():
     text = "Name:          ci\nDriver:        remote\nLast Activity: 2026-11-23 04:07:19 +0000 UTC\n"
     assert buildx_driver(text) == "remote"
     assert buildx_driver("Name: x\n") == ""
+
+
+@pytest.mark.parametrize("builder", ["docker", "podman", "buildah"])
+def test_every_builder_builds_for_the_clusters_platform_not_the_laptops(builder: str, tmp_path: Path):
+    build = _commands(builder, "remote", platform="linux/arm64")[0]
+    assert build[build.index("--platform") + 1] == "linux/arm64"
+    (tmp_path / "requirements.txt").write_text("six\n")
+    spec = detect(tmp_path)
+    files = {"requirements.txt": b"six\n"}
+    assert render(spec, "b@sha256:1", files, "linux/arm64").tag != render(spec, "b@sha256:1", files).tag
+
+
+def test_an_image_config_names_its_platform_and_variants_count_only_when_both_say():
+    from pypod.image.registry import config_platform, platform_matches
+
+    assert config_platform({"os": "linux", "architecture": "arm64", "variant": "v8"}) == "linux/arm64/v8"
+    assert config_platform({"os": "linux", "architecture": "amd64"}) == "linux/amd64"
+    assert config_platform({"architecture": "amd64"}) == ""
+    assert platform_matches("linux/arm64/v8", "linux/arm64")
+    assert platform_matches("linux/arm64", "linux/arm64/v8")
+    assert not platform_matches("linux/arm/v6", "linux/arm/v7")
+    assert not platform_matches("linux/amd64", "linux/arm64")

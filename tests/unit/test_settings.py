@@ -38,6 +38,14 @@ def test_invalid_quantity_is_a_usage_error_with_an_example():
     assert err.value.exit_code == 64
 
 
+def test_platform_defaults_to_amd64_and_must_be_os_slash_arch():
+    assert resolve({}, {}, {}).platform == "linux/amd64"
+    assert resolve({}, {"PYPOD_PLATFORM": "linux/arm64/v8"}, {}).platform == "linux/arm64/v8"
+    with pytest.raises(UsageError, match="os/arch") as err:
+        resolve({"platform": "arm64"}, {}, {})
+    assert "--platform linux/arm64" in err.value.hint
+
+
 def test_unknown_pyproject_setting_is_named():
     with pytest.raises(UsageError, match="colour"):
         resolve({}, {}, {"colour": "blue"})

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BuildError
-from .registry import is_insecure
+from .registry import DEFAULT_PLATFORM, is_insecure
 
 BUILDERS = ("docker", "podman", "buildah")
 # Environment variables handed to dependency installs as a build secret, never as build args.
@@ -142,6 +142,7 @@ def build_commands(
     digest_file: Path,
     push: bool,
     cache_ref: str | None,
+    platform: str = DEFAULT_PLATFORM,
 ) -> list[list[str]]:
     """Pure: the builder's commands that build `ref` (and push it, with push=True)."""
     insecure = is_insecure(ref.split("/", 1)[0])
@@ -154,14 +155,16 @@ def build_commands(
             # the venv and uv layers from any machine that can read the registry.
             cache = [f"--cache-from=type=registry,ref={cache_ref}{tls}"]
             cache += [f"--cache-to=type=registry,ref={cache_ref},mode=max{tls}"]
-        build = [builder.binary, "buildx", "build", "--network", "host", *secrets, "-f", str(dockerfile)]
+        build = [builder.binary, "buildx", "build", "--platform", platform, "--network", "host", *secrets]
+        build += ["-f", str(dockerfile)]
         return [[*build, *output, *cache, "--metadata-file", str(digest_file), str(context)]]
     verb = "build" if builder.name == "podman" else "bud"
     # Pulls from a plain-HTTP loopback registry need TLS off; only when every base
     # image comes from one, so no public pull goes unverified.
     bases = base_registries(containerfile)
     plain = ["--tls-verify=false"] if bases and all(is_insecure(r) for r in bases) else []
-    build = [builder.binary, verb, "--network", "host", *plain, *secrets, "-f", str(dockerfile)]
+    build = [builder.binary, verb, "--platform", platform, "--network", "host", *plain, *secrets]
+    build += ["-f", str(dockerfile)]
     commands = [[*build, "-t", ref, str(context)]]
     if push:
         tls_off = ["--tls-verify=false"] if insecure else []
@@ -204,6 +207,7 @@ def build_and_push(
     push: bool = True,
     log: Path | None = None,
     cache_ref: str | None = None,
+    platform: str = DEFAULT_PLATFORM,
 ) -> str | None:
     """Build `ref` from `containerfile` in `context`, push it, return its digest
     (None with push=False). `cache_ref` names a registry build cache, for builders
@@ -220,7 +224,7 @@ def build_and_push(
         digest_file = Path(secrets_dir) / "digest"
         secrets = ["--secret", f"id=pypod_env,src={secret_file}", "--secret", f"id=ca,src={ca_file}"]
         commands = build_commands(
-            builder, containerfile, dockerfile, context, ref, secrets, digest_file, push, cache_ref
+            builder, containerfile, dockerfile, context, ref, secrets, digest_file, push, cache_ref, platform
         )
         for command in commands:
             _run(command, log)

@@ -19,7 +19,7 @@ from ..project import Project
 from .builders import build_and_push, find_builder, find_local_builder, image_exists
 from .detect import EnvSpec, detect
 from .dockerfile import DependencyBuild, render
-from .registry import ImageRef, Registry
+from .registry import DEFAULT_PLATFORM, ImageRef, Registry
 from .tag import tag_part
 
 BUILD_LOG_DIR = Path(os.environ.get("PYPOD_CACHE", "~/.cache/pypod")).expanduser() / "build-logs"
@@ -51,6 +51,7 @@ def ensure_dependency_image(
     dockerfile: str | None = None,
     report: Callable[[str], None] = lambda _m: None,
     push: bool = True,
+    platform: str = DEFAULT_PLATFORM,
 ) -> DependencyImage:
     """The dependency image, by digest in the registry; with push=False, by tag in the
     builder's own image store (for a cluster that shares it)."""
@@ -70,10 +71,10 @@ def ensure_dependency_image(
         return DependencyImage(base_by_digest, spec, False, time.monotonic() - started)
     files = {name: (project.root / name).read_bytes() for name in spec.files}
     if spec.kind == "dockerfile":
-        build = users_dockerfile(project, spec, files)
+        build = users_dockerfile(project, spec, files, platform)
         context_root: Path | None = project.root
     else:
-        build = render(spec, base_by_digest, files)
+        build = render(spec, base_by_digest, files, platform)
         context_root = None
     target = image_repo.with_tag(build.tag)
     registry = Registry(image_repo.registry)
@@ -98,7 +99,7 @@ def ensure_dependency_image(
             (context / name).write_bytes(content)
         cache_ref = str(image_repo.with_tag(f"buildcache-{tag_part(project.name)}"))
         digest = build_and_push(
-            builder, build.containerfile, context, str(target), dict(os.environ), push, log, cache_ref
+            builder, build.containerfile, context, str(target), dict(os.environ), push, log, cache_ref, platform
         )
     if not push:
         return DependencyImage(
@@ -110,7 +111,9 @@ def ensure_dependency_image(
     return DependencyImage(reference, spec, True, time.monotonic() - started, build.tag, builder=builder.name)
 
 
-def users_dockerfile(project: Project, spec: EnvSpec, files: dict[str, bytes]) -> DependencyBuild:
+def users_dockerfile(
+    project: Project, spec: EnvSpec, files: dict[str, bytes], platform: str = DEFAULT_PLATFORM
+) -> DependencyBuild:
     """A project's own Dockerfile, built as given with the project as context. It may
     copy any file, so its key covers the Dockerfile and every file of the project."""
     from .files import scan_project
@@ -118,5 +121,5 @@ def users_dockerfile(project: Project, spec: EnvSpec, files: dict[str, bytes]) -
 
     dockerfile = files[spec.files[0]]
     source = fingerprint(file_entries(project.root, scan_project(project.root)))
-    key = hashlib.sha256(dockerfile + b"\n" + source.encode()).hexdigest()[:20]
+    key = hashlib.sha256(f"{platform}\n".encode() + dockerfile + b"\n" + source.encode()).hexdigest()[:20]
     return DependencyBuild(dockerfile.decode(), {}, key)

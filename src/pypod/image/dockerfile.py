@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from ..errors import ProjectError
 from .detect import EnvSpec
 from .locks import lock_requirements
+from .registry import DEFAULT_PLATFORM
 
 VENV = "/opt/venv"
 ENV_DIR = "/tmp/pypod-env"
@@ -52,7 +53,9 @@ def _requirements_file(dependencies: tuple[str, ...]) -> bytes:
     return "".join(f"{dep}\n" for dep in dependencies).encode()
 
 
-def render(spec: EnvSpec, base_image: str, files: dict[str, bytes], platform: str = "linux/amd64") -> DependencyBuild:
+def render(
+    spec: EnvSpec, base_image: str, files: dict[str, bytes], platform: str = DEFAULT_PLATFORM
+) -> DependencyBuild:
     """The Containerfile and context for `spec`. `files` holds the contents of spec.files.
 
     `base_image` should be a digest reference, so the key changes when the base does.

@@ -20,6 +20,7 @@ from .builders import build_and_push, find_local_builder, image_exists
 from .deps import DependencyImage
 from .files import scan_project
 from .layer import WORKDIR, build_layer
+from .registry import DEFAULT_PLATFORM
 from .ship import LAYER_DIR, PYPOD_LIB, _with_pypod, target_repository
 from .tag import file_entries, fingerprint, image_tag
 
@@ -53,12 +54,14 @@ def build_local_image(
     image_repo: str | None,
     builder_choice: str | None = None,
     report: Callable[[str], None] = lambda _m: None,
+    platform: str = DEFAULT_PLATFORM,
 ) -> LocalImage:
     started = time.monotonic()
     builder = find_local_builder(builder_choice)
     scan = scan_project(project.root)
     entries, sources = _with_pypod(file_entries(project.root, scan))
-    tag = image_tag(project.name, project.git.branch, project.git.commit, fingerprint(entries), deps.reference)
+    dependency_key = f"{deps.reference}\n{platform}"
+    tag = image_tag(project.name, project.git.branch, project.git.commit, fingerprint(entries), dependency_key)
     target = str(target_repository(image_repo).with_tag(tag))
     if image_exists(builder, target):
         return LocalImage(target, len(scan.files), False, time.monotonic() - started)
@@ -69,7 +72,7 @@ def build_local_image(
             os.link(layer.path, Path(context) / "source.tar.gz")
             report(f"adding it to {deps.reference} with {builder.name}")
             containerfile = source_containerfile(deps.reference, "source.tar.gz")
-            build_and_push(builder, containerfile, Path(context), target, {}, push=False)
+            build_and_push(builder, containerfile, Path(context), target, {}, push=False, platform=platform)
     finally:
         Path(layer.path).unlink(missing_ok=True)
     return LocalImage(target, len(scan.files), True, time.monotonic() - started)

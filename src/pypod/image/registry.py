@@ -29,6 +29,9 @@ OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 ACCEPT = [OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_LIST]
+# What clusters mostly run; a laptop's own platform (arm64 Macs) would make images those
+# nodes cannot execute.
+DEFAULT_PLATFORM = "linux/amd64"
 # Docker's media types have exact OCI equivalents; the blobs are the same bytes.
 TO_OCI = {
     "application/vnd.docker.image.rootfs.diff.tar.gzip": LAYER_MEDIA_TYPE,
@@ -188,7 +191,7 @@ class Registry:
             raise RegistryError(f"HEAD {ref} answered {response.status_code}")
         return response.headers.get("Docker-Content-Digest")
 
-    def manifest(self, ref: ImageRef, platform: str = "linux/amd64") -> tuple[str, dict[str, Any]]:
+    def manifest(self, ref: ImageRef, platform: str = DEFAULT_PLATFORM) -> tuple[str, dict[str, Any]]:
         """(digest, manifest) of an image; a manifest list is resolved for `platform`."""
         with self._errors(f"read {ref}"):
             response = self._request(
@@ -299,6 +302,22 @@ def resolve_digest(image: str) -> ImageRef:
     return ref.with_digest(digest)
 
 
+def config_platform(config: dict[str, Any]) -> str:
+    """Pure: os/arch[/variant] an image config says it is for ("" when it does not say)."""
+    parts = [config.get("os", ""), config.get("architecture", "")]
+    if not all(parts):
+        return ""
+    return "/".join([*parts, config["variant"]] if config.get("variant") else parts)
+
+
+def platform_matches(found: str, wanted: str) -> bool:
+    """Pure: same os and architecture; a variant counts only when both name one."""
+    found_parts, wanted_parts = found.split("/"), wanted.split("/")
+    if found_parts[:2] != wanted_parts[:2]:
+        return False
+    return len(found_parts) < 3 or len(wanted_parts) < 3 or found_parts[2] == wanted_parts[2]
+
+
 def with_python_path(env: list[str], entry: str) -> list[str]:
     """Pure: `env` (KEY=VALUE strings) with `entry` first on PYTHONPATH, once."""
     for index, item in enumerate(env):
@@ -362,6 +381,7 @@ def append_layer(
     workdir: str = "/workspace",
     base_image: tuple[dict[str, Any], dict[str, Any]] | None = None,
     python_path: str | None = None,
+    platform: str = DEFAULT_PLATFORM,
 ) -> Appended:
     """Push `target` = `base` + `layer`.
 
@@ -377,8 +397,14 @@ def append_layer(
     registry = Registry(target.registry)
     report = PushReport()
     if base_image is None:
-        _digest, manifest = registry.manifest(base)
+        _digest, manifest = registry.manifest(base, platform)
         config = registry.blob_json(base, manifest["config"]["digest"])
+        found = config_platform(config)
+        if found and not platform_matches(found, platform):
+            raise RegistryError(
+                f"the image {base} is built for {found}, not {platform}",
+                hint=f"build it for {platform}, or pass --platform {found} if the cluster's nodes are {found}",
+            )
         for entry in manifest["layers"]:
             registry.ensure_blob(target.repository, entry["digest"], None, report, mount_from=base.repository)
     else:

@@ -24,7 +24,15 @@ from ..errors import UsageError
 from ..project import Project
 from .files import scan_project
 from .layer import WORKDIR, Layer, build_layer
-from .registry import Appended, ImageRef, Registry, RegistryError, append_layer, resolve_digest
+from .registry import (
+    DEFAULT_PLATFORM,
+    Appended,
+    ImageRef,
+    Registry,
+    RegistryError,
+    append_layer,
+    resolve_digest,
+)
 from .tag import CACHE_DIR, file_entries, fingerprint, hash_files, image_tag
 
 LAYER_DIR = CACHE_DIR.parent / "layers"
@@ -136,8 +144,8 @@ def _with_pypod(entries: dict[str, str]) -> tuple[dict[str, str], dict[str, Path
     return {**entries, **{by_package_path[k]: v for k, v in hashed.items()}}, sources
 
 
-def _record_path(root: Path, target_repo: ImageRef) -> Path:
-    key = hashlib.sha1(f"{root.resolve()}\n{target_repo}".encode()).hexdigest()
+def _record_path(root: Path, target_repo: ImageRef, platform: str) -> Path:
+    key = hashlib.sha1(f"{root.resolve()}\n{target_repo}\n{platform}".encode()).hexdigest()
     return RECORD_DIR / f"{key}.json"
 
 
@@ -163,6 +171,7 @@ def ship_source_image(
     image_repo: str | None,
     excludes: tuple[str, ...] = (),
     report: Callable[[str], None] = lambda _m: None,
+    platform: str = DEFAULT_PLATFORM,
 ) -> ShippedImage:
     started = time.monotonic()
     target_repo = target_repository(image_repo)
@@ -173,7 +182,9 @@ def ship_source_image(
         scan = scan_project(project.root, excludes)
         entries, sources = _with_pypod(file_entries(project.root, scan))
         base_digest = base_lookup.result().digest or ""
-    tag = image_tag(project.name, project.git.branch, project.git.commit, fingerprint(entries), base_digest)
+    # The platform is part of the key: a multi-platform base has one digest for all.
+    dependency_key = f"{base_digest}\n{platform}"
+    tag = image_tag(project.name, project.git.branch, project.git.commit, fingerprint(entries), dependency_key)
     target = target_repo.with_tag(tag)
 
     def shipped(reference: str, **fields: Any) -> ShippedImage:
@@ -184,7 +195,13 @@ def ship_source_image(
         return shipped(str(target.with_digest(existing)), pushed_bytes=0, reused=True)
 
     push = _Push(
-        project.root, base.with_digest(base_digest), target, entries, sources, _record_path(project.root, target_repo)
+        project.root,
+        base.with_digest(base_digest),
+        target,
+        entries,
+        sources,
+        _record_path(project.root, target_repo, platform),
+        platform,
     )
     previous = _load_record(push.record_path)
     try:
@@ -216,6 +233,7 @@ class _Push:
     entries: dict[str, str]
     sources: dict[str, Path]
     record_path: Path
+    platform: str
 
 
 def _push(push: _Push, previous: ShipRecord | None, report: Callable[[str], None]) -> tuple[Appended, Layer, LayerPlan]:
@@ -229,7 +247,9 @@ def _push(push: _Push, previous: ShipRecord | None, report: Callable[[str], None
             onto, known = push.target.with_digest(previous.digest), (previous.manifest, previous.config)
         else:
             onto, known = push.base, None
-        appended = append_layer(onto, layer, push.target, "/" + WORKDIR, base_image=known, python_path=python_path)
+        appended = append_layer(
+            onto, layer, push.target, "/" + WORKDIR, base_image=known, python_path=python_path, platform=push.platform
+        )
     finally:
         Path(layer.path).unlink(missing_ok=True)
     depth = previous.depth + 1 if plan.delta and previous is not None else 0
