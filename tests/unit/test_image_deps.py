@@ -265,3 +265,23 @@ def test_an_image_config_names_its_platform_and_variants_count_only_when_both_sa
     assert platform_matches("linux/arm64", "linux/arm64/v8")
     assert not platform_matches("linux/arm/v6", "linux/arm/v7")
     assert not platform_matches("linux/amd64", "linux/arm64")
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        # podman and buildah, then buildx, when docker.io cannot be reached (seen on these machines)
+        "Trying to pull docker.io/mambaorg/micromamba:2.0.5...\n"
+        "Error: COPY --from=docker.io/mambaorg/micromamba:2.0.5: no stage or image found with that name",
+        "ERROR: failed to build: failed to solve: docker.io/mambaorg/micromamba:2.0.5: failed to resolve source "
+        'metadata for docker.io/mambaorg/micromamba:2.0.5: failed to do request: Head "https://registry-1.docker.io'
+        '/v2/mambaorg/micromamba/manifests/2.0.5": dial tcp: lookup registry-1.docker.io: no such host',
+    ],
+)
+def test_a_base_image_that_cannot_be_pulled_is_named_as_such_not_as_bad_dependency_files(tail: str):
+    from pypod.image.builders import _failure_hint, _failure_message
+
+    hint = _failure_hint(tail, Path("/logs/deps-1.log"))
+    assert hint.startswith("the builder could not pull an image the build starts from")
+    assert hint.endswith("; full log: /logs/deps-1.log")
+    assert "docker.io/mambaorg/micromamba:2.0.5" in _failure_message(["podman", "build"], 125, tail)

@@ -259,12 +259,25 @@ def _failure_message(command: list[str], code: int, tail: str) -> str:
     return f"the dependency image {step} failed (exit {code}): {last}"
 
 
+# How podman/buildah and buildx say that an image in FROM or COPY --from could not be had.
+PULL_FAILED = (
+    "no stage or image found with that name",
+    "failed to resolve source metadata",
+    "pinging container registry",
+)
+
+
 def _failure_hint(tail: str, log: Path | None) -> str:
     where = f"; full log: {log}" if log else ""
     if "needs to be updated" in tail or "--locked" in tail:
         return "uv.lock is out of sync with pyproject.toml: run `uv lock` and retry" + where
     if "postBuild" in tail:
         return "the project's postBuild script failed: fix it and retry" + where
+    if any(sign in tail for sign in PULL_FAILED):
+        return (
+            "the builder could not pull an image the build starts from: check that it reaches that registry, "
+            "or give it a mirror (registries.conf for podman and buildah, buildkitd.toml for buildx)" + where
+        )
     if "unauthorized" in tail.lower() or "403" in tail or "401" in tail:
         return "the registry refused the push: log in (podman login / docker login) and retry" + where
     return "fix the dependency files and retry" + where
