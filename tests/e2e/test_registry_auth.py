@@ -1,6 +1,7 @@
-"""Registry auth against a real docker-registry that demands a password: refused without
-credentials (one clear line), accepted from ~/.docker/config.json and from a credential
-helper (as ECR's is used)."""
+"""Registry auth against real docker-registries: one that demands a password (Basic) and
+one that hands out bearer tokens from a token service (as ECR, GHCR, Docker Hub and Harbor
+do). Refused without credentials (one clear line), accepted from ~/.docker/config.json and
+from a credential helper (as ECR's is used)."""
 
 from __future__ import annotations
 
@@ -22,26 +23,24 @@ from pypod.errors import RegistryError
 from pypod.image.ship import ship_source_image
 from pypod.project import load_project
 from tests.pypodcli import run_cli
+from tests.tokenauth import ISSUER, SERVICE, TokenService
 
 pytestmark = pytest.mark.cluster
 USER, PASSWORD = "pypod", f"pw-{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture(scope="module")
-def locked_registry(cluster: ClusterInfo, tmp_path_factory) -> str:  # type: ignore[no-untyped-def]
-    """A second docker-registry on loopback with htpasswd auth, holding the base image."""
-    folder = tmp_path_factory.mktemp("locked-registry")
+def serve_registry(folder: Path, auth: str, cluster: ClusterInfo):  # type: ignore[no-untyped-def]
+    """A docker-registry on loopback with `auth` (YAML under `auth:`), holding the
+    harness's base image as base/python:3 (copied with the test user's credentials)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    htpasswd = folder / "htpasswd"
-    htpasswd.write_text(f"{USER}:{bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=5)).decode()}\n")
     config = folder / "config.yml"
     config.write_text(
         "version: 0.1\nlog:\n  level: warn\n"
         f"storage:\n  filesystem:\n    rootdirectory: {folder / 'data'}\n"
         f"http:\n  addr: 127.0.0.1:{port}\n"
-        f"auth:\n  htpasswd:\n    realm: pypod-test\n    path: {htpasswd}\n"
+        f"auth:\n{auth}"
     )
     server = subprocess.Popen(
         ["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -70,9 +69,36 @@ def locked_registry(cluster: ClusterInfo, tmp_path_factory) -> str:  # type: ign
         check=True,
         capture_output=True,
     )
+    return host, server
+
+
+@pytest.fixture(scope="module")
+def locked_registry(cluster: ClusterInfo, tmp_path_factory) -> str:  # type: ignore[no-untyped-def]
+    """A registry that asks for Basic auth (htpasswd)."""
+    folder = tmp_path_factory.mktemp("locked-registry")
+    htpasswd = folder / "htpasswd"
+    htpasswd.write_text(f"{USER}:{bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=5)).decode()}\n")
+    host, server = serve_registry(folder, f"  htpasswd:\n    realm: pypod-test\n    path: {htpasswd}\n", cluster)
     yield host
     server.terminate()
     server.wait(10)
+
+
+@pytest.fixture(scope="module")
+def token_registry(cluster: ClusterInfo, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """A registry that hands out bearer tokens from a token service (anonymous: pull only)."""
+    folder = tmp_path_factory.mktemp("token-registry")
+    tokens = TokenService({USER: PASSWORD})
+    realm = tokens.start()
+    root_cert = tokens.write_root_cert(folder / "token-signer.pem")
+    auth = (
+        f"  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {root_cert}\n"
+    )
+    host, server = serve_registry(folder, auth, cluster)
+    yield host, tokens
+    server.terminate()
+    server.wait(10)
+    tokens.stop()
 
 
 def project(tmp_path: Path) -> Path:
@@ -136,3 +162,50 @@ def test_credentials_from_a_credential_helper(locked_registry, tmp_path, monkeyp
         load_project(project(tmp_path)), f"{locked_registry}/base/python:3", f"{locked_registry}/helped"
     )
     assert shipped.reference.startswith(f"{locked_registry}/helped@sha256:")
+
+
+def basic(user: str, password: str) -> str:
+    return base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_bearer_tokens_anonymous_for_pulls_and_with_credentials_for_the_push(token_registry, tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    host, tokens = token_registry
+    base = f"{host}/base/python:3"
+    monkeypatch.setenv("DOCKER_CONFIG", docker_config(tmp_path / "none", {}))
+    # Anonymous: the token service grants pull, so the base resolves; the push is refused.
+    with pytest.raises(RegistryError, match=f"registry {host}"):
+        ship_source_image(load_project(project(tmp_path / "anon")), base, f"{host}/app")
+    assert any(r.account == "" and r.granted and r.granted[0]["actions"] == ["pull"] for r in tokens.requests)
+
+    tokens.requests.clear()
+    monkeypatch.setenv(
+        "DOCKER_CONFIG", docker_config(tmp_path / "auths", {"auths": {host: {"auth": basic(USER, PASSWORD)}}})
+    )
+    shipped = ship_source_image(load_project(project(tmp_path / "user")), base, f"{host}/app")
+    assert not shipped.reused and shipped.reference.startswith(f"{host}/app@sha256:")
+    assert tokens.requests and all(r.account == USER for r in tokens.requests)
+    assert any("push" in r.granted[0]["actions"] for r in tokens.requests if r.granted)
+    # Another tool, with its own token flow, finds the pushed image.
+    inspected = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", "--creds", f"{USER}:{PASSWORD}", f"docker://{shipped.reference}"],
+        capture_output=True,
+        text=True,
+    )
+    assert inspected.returncode == 0, inspected.stderr
+    assert json.loads(inspected.stdout)["Layers"][-1] == shipped.layer_digest
+
+
+def test_a_wrong_password_at_the_token_service_is_one_clear_line(token_registry, tmp_path):  # type: ignore[no-untyped-def]
+    host, _tokens = token_registry
+    env = dict(
+        os.environ,
+        DOCKER_CONFIG=docker_config(tmp_path / "wrong", {"auths": {host: {"auth": basic(USER, "not-the-password")}}}),
+        PYPOD_BASE_IMAGE=f"{host}/base/python:3",
+        IMAGE_REPO=f"{host}/app",
+        HOME=str(tmp_path),
+    )
+    refused = run_cli(["print(1)"], env, cwd=project(tmp_path))
+    assert refused.returncode == 75, refused.stderr
+    [line] = refused.stderr.strip().splitlines()
+    assert host in line and "log in" in line
+    assert "not-the-password" not in refused.stderr

@@ -168,3 +168,25 @@ def test_pypod_ships_its_own_package_files():
     assert f"{PYPOD_LIB}/pypod/agent/session.py" in files
     assert f"{PYPOD_LIB}/pypod/agent/syncd.py" in files
     assert not any("__pycache__" in name for name in files)
+
+
+def test_challenges_and_the_repository_a_token_is_kept_for():
+    from pypod.image.registry import Challenge, parse_challenge, repository_of
+
+    header = (
+        'Bearer realm="https://auth.example.com/token",service="registry.example.com",'
+        'scope="repository:team/app:pull,push repository:team/base:pull"'
+    )
+    assert parse_challenge(header) == Challenge(
+        "bearer",
+        "https://auth.example.com/token",
+        "registry.example.com",
+        ("repository:team/app:pull,push", "repository:team/base:pull"),
+    )
+    assert parse_challenge('Basic realm="pypod-test"') == Challenge("basic", "pypod-test")
+    assert repository_of("/v2/team/app/blobs/uploads/?mount=sha256:1&from=team/base") == "team/app"
+    assert repository_of("/v2/a/b/c/manifests/latest") == "a/b/c"
+    assert repository_of("/v2/blobs/blobs/sha256:1") == "blobs"  # a repository may be named like a verb
+    assert repository_of("/v2/a/blobs/uploads/3f2e?_state=x") == "a"
+    assert repository_of("/v2/a/manifests/blobs") == "a"  # and a tag like one
+    assert repository_of("/v2/") == ""

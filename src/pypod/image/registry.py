@@ -1,9 +1,10 @@
 """Speak the OCI distribution API: look images up, and append the source layer to a
 dependency image without a daemon or a rebuild, in the manner of `crane append`.
 
-Transport and auth (anonymous, basic, bearer token; ~/.docker/config.json) are
-oras-py's. pypod adds what oras-py leaves out: manifest lists, docker media
-types, cross-repository blob mounts, and the config rewrite.
+oras-py finds credentials (~/.docker/config.json, credential helpers) and holds the
+HTTP session. pypod answers the registry's challenges itself (anonymous, Basic, and
+bearer tokens kept per repository), and adds what oras-py leaves out: manifest lists,
+docker media types, cross-repository blob mounts, and the config rewrite.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -109,8 +111,43 @@ class PushReport:
         self.skipped_blobs += other.skipped_blobs
 
 
+@dataclass(frozen=True)
+class Challenge:
+    """A WWW-Authenticate header: how the registry wants this request authenticated."""
+
+    scheme: str  # "basic" or "bearer"
+    realm: str = ""
+    service: str = ""
+    scopes: tuple[str, ...] = ()
+
+
+def parse_challenge(header: str) -> Challenge:
+    """Pure: `Bearer realm="...",service="...",scope="a b"` (or `Basic realm="..."`)."""
+    scheme, _, params = header.strip().partition(" ")
+    values = dict(re.findall(r'(\w+)="([^"]*)"', params))
+    scopes = tuple(values.get("scope", "").split())
+    return Challenge(scheme.lower(), values.get("realm", ""), values.get("service", ""), scopes)
+
+
+def repository_of(path: str) -> str:
+    """Pure: the repository an API path is about ("" for /v2/ itself), the key a bearer
+    token is kept under: a token grants scopes on named repositories only."""
+    parts = path.split("?", 1)[0].strip("/").split("/")[1:]
+    # Read from the end: <name>/manifests/<ref>, /blobs/<digest>, /tags/list,
+    # /blobs/uploads/ and /blobs/uploads/<id>; a name may contain those words too.
+    if len(parts) >= 3 and parts[-2] in ("manifests", "blobs", "tags"):
+        return "/".join(parts[:-2])
+    if len(parts) >= 4 and parts[-3:-1] == ["blobs", "uploads"]:
+        return "/".join(parts[:-3])
+    return ""
+
+
 class Registry:
-    """One registry host; thin over oras-py's Registry."""
+    """One registry host. oras-py finds the credentials (docker config files and
+    credential helpers) and holds the HTTP session; the challenge-response is pypod's:
+    oras-py 0.2 keeps a single bearer token and re-sends it for every repository, which a
+    token registry (GHCR, Docker Hub, Harbor, GitLab) answers with 401 once a second
+    repository, the base image's or the target's, is touched."""
 
     def __init__(self, host: str) -> None:
         import oras.provider
@@ -119,7 +156,11 @@ class Registry:
         self.insecure = is_insecure(host)
         self.prefix = "http" if self.insecure else "https"
         self.oras = oras.provider.Registry(hostname=host, insecure=self.insecure, auth_backend="token")
-        self._auth_ready = False
+        self.session = self.oras.session
+        self._credentials: str | None = None  # base64 "user:password", once looked up
+        self._looked_up = False
+        self._basic = False  # the registry asked for Basic auth: send it up front from now on
+        self._tokens: dict[str, str] = {}  # repository -> bearer token
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
@@ -132,26 +173,31 @@ class Registry:
                 f"registry {self.host} is unreachable while trying to {what}",
                 hint="check the registry address in --image/IMAGE_REPO and that it is running",
             ) from exc
-        except ValueError as exc:  # oras raises ValueError when auth cannot be satisfied
-            raise RegistryError(
-                f"registry {self.host} refused our credentials while trying to {what}: {exc}",
-                hint=f"log in (docker login {self.host}) or fix ~/.docker/config.json",
-            ) from exc
 
-    def _request(self, method: str, path: str, **kwargs: Any):  # type: ignore[no-untyped-def]
-        if not self._auth_ready:
-            self._prepare_auth()
-        # oras-py's do_request retries every failure five times with sleeps of 3 s to 83 s:
-        # over two minutes before "unreachable" or "wrong password" could be said. Call the
-        # undecorated method; a refusal is reported at once.
-        do_request = getattr(type(self.oras).do_request, "__wrapped__", type(self.oras).do_request)
-        try:
-            response = do_request(self.oras, f"{self.prefix}://{self.host}{path}", method, **kwargs)
-        except ValueError as exc:  # oras: a challenge it could not answer
-            raise RegistryError(
-                f"registry {self.host} requires a login and no usable credentials for it were found ({exc})",
-                hint=f"log in (docker login {self.host}) or add it to ~/.docker/config.json",
-            ) from exc
+    def credentials(self) -> str | None:
+        """Credentials for this host from docker's config and its credential helpers."""
+        if not self._looked_up:
+            from oras.container import Container
+
+            self._looked_up = True
+            self.oras.auth.load_configs(Container(f"{self.host}/library"), configs=docker_configs())
+            self._credentials = getattr(self.oras.auth, "_basic_auth", None) or None
+        return self._credentials
+
+    def auth_header(self, repository: str) -> dict[str, str]:
+        if self._basic and self.credentials():
+            return {"Authorization": f"Basic {self.credentials()}"}
+        token = self._tokens.get(repository)
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def _request(self, method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any):  # type: ignore[no-untyped-def]
+        repository = repository_of(path)
+        url = f"{self.prefix}://{self.host}{path}"
+        send = {**(headers or {}), **self.auth_header(repository)}
+        response = self.session.request(method, url, headers=send, verify=not self.insecure, **kwargs)
+        if response.status_code == 401 and self._answer(response.headers.get("WWW-Authenticate", ""), repository):
+            send = {**(headers or {}), **self.auth_header(repository)}
+            response = self.session.request(method, url, headers=send, verify=not self.insecure, **kwargs)
         if response.status_code in (401, 403):
             raise RegistryError(
                 f"registry {self.host} answered {response.status_code} to {method} {path}",
@@ -159,24 +205,41 @@ class Registry:
             )
         return response
 
-    def _prepare_auth(self) -> None:
-        """Load credentials for this host (docker config, credential helpers); if there are
-        some and the registry asks for Basic auth (htpasswd registries), use basic auth:
-        oras-py's token backend would take the Basic realm for a token URL."""
-        import oras.auth
-        from oras.container import Container
-
-        self._auth_ready = True
-        container = Container(f"{self.host}/library")
-        self.oras.auth.load_configs(container, configs=docker_configs())
-        if not getattr(self.oras.auth, "_basic_auth", None):  # oras keeps found credentials there
-            return  # anonymous, or a bearer-token flow oras handles itself
-        challenge = self.oras.session.get(f"{self.prefix}://{self.host}/v2/", verify=not self.insecure)
-        if challenge.status_code == 401 and "basic" in challenge.headers.get("WWW-Authenticate", "").lower():
-            self.oras.auth = oras.auth.get_auth_backend(
-                "basic", self.oras.session, self.insecure, tls_verify=not self.insecure
+    def _answer(self, header: str, repository: str) -> bool:
+        """Act on a 401's challenge; True when a retry may now succeed."""
+        challenge = parse_challenge(header)
+        if challenge.scheme == "basic":
+            if not self.credentials():
+                raise RegistryError(
+                    f"registry {self.host} requires a login and no credentials for it were found",
+                    hint=f"log in (docker login {self.host}) or add it to ~/.docker/config.json",
+                )
+            if self._basic:
+                return False  # they were sent, and refused
+            self._basic = True
+            return True
+        if challenge.scheme != "bearer" or not challenge.realm:
+            return False
+        params: list[tuple[str, str]] = [("service", challenge.service)] if challenge.service else []
+        params += [("scope", scope) for scope in challenge.scopes]
+        # Anonymous when there are no credentials: public images are readable that way.
+        basic = {"Authorization": f"Basic {self.credentials()}"} if self.credentials() else {}
+        with self._errors("get a token"):
+            answer = self.session.get(
+                challenge.realm, params=params, headers=basic, verify=not challenge.realm.startswith("http://")
             )
-            self.oras.auth.load_configs(container, configs=docker_configs())
+        if answer.status_code != 200:
+            who = "our credentials" if basic else "an anonymous request"
+            raise RegistryError(
+                f"the token service of registry {self.host} refused {who} ({answer.status_code})",
+                hint=f"log in again (docker login {self.host}) or fix ~/.docker/config.json",
+            )
+        body = answer.json()
+        token = body.get("token") or body.get("access_token")
+        if not token or self._tokens.get(repository) == token:
+            return False
+        self._tokens[repository] = token
+        return True
 
     # -- reading -------------------------------------------------------------
     def manifest_digest(self, ref: ImageRef) -> str | None:
@@ -239,10 +302,10 @@ class Registry:
                 location = f"{self.prefix}://{self.host}{location}"
             separator = "&" if "?" in location else "?"
             with open(path, "rb") as data:  # requests streams a file object; it is never read whole
-                response = self.oras.session.put(
+                response = self.session.put(
                     f"{location}{separator}digest={digest}",
                     data=data,
-                    headers={"Content-Type": "application/octet-stream", **self.oras.auth.get_auth_header()},
+                    headers={"Content-Type": "application/octet-stream", **self.auth_header(repository)},
                     verify=not self.insecure,
                 )
         if response.status_code != 201:
