@@ -209,3 +209,15 @@ def test_a_wrong_password_at_the_token_service_is_one_clear_line(token_registry,
     [line] = refused.stderr.strip().splitlines()
     assert host in line and "log in" in line
     assert "not-the-password" not in refused.stderr
+
+
+def test_an_unreachable_registry_is_one_line_naming_it(tmp_path):  # type: ignore[no-untyped-def]
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{probe.getsockname()[1]}"
+    env = dict(os.environ, IMAGE_REPO=f"{closed}/app", PYPOD_BASE_IMAGE=f"{closed}/base:1", HOME=str(tmp_path))
+    result = run_cli(["print(1)"], env, cwd=project(tmp_path), timeout=60)
+    assert result.returncode == 75, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"pypod: registry {closed} is unreachable while trying to look up {closed}/base:1")
+    assert "IMAGE_REPO, --base-image or --image" in line

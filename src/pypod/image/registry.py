@@ -171,7 +171,7 @@ class Registry:
         except requests.ConnectionError as exc:
             raise RegistryError(
                 f"registry {self.host} is unreachable while trying to {what}",
-                hint="check the registry address in --image/IMAGE_REPO and that it is running",
+                hint="check the registry address (IMAGE_REPO, --base-image or --image) and that it is running",
             ) from exc
 
     def credentials(self) -> str | None:
