@@ -1,5 +1,6 @@
 """Image speed: a source-only change to a pushed image, against a warm `podman build`
-of the equivalent Dockerfile (dependencies cached, `COPY . .` last) and its push;
+of the equivalent Dockerfile (dependencies cached, `COPY . .` last) and its push, and
+the same with docker buildx (the harness's buildkitd);
 and tag hashing of a 50,000-file tree (julia_pod runs sha1sum over every file).
 
     python benchmarks/images.py
@@ -93,10 +94,32 @@ def source_update(info, runs: int) -> None:  # type: ignore[no-untyped-def]
             podman_build_and_push()
             podman_times.append(time.perf_counter() - started)
         subprocess.run(["podman", "rmi", "-f", ref], env=env, capture_output=True)
+        # A second anchor where the harness has docker buildx (through its buildkitd).
+        buildx_times = []
+        if info.docker_config:
+            buildx_env = dict(os.environ, DOCKER_CONFIG=info.docker_config)
+            buildx_ref = f"{info.registry}/bench-buildx-{uuid.uuid4().hex[:8]}:latest"
+            output = f"--output=type=image,name={buildx_ref},push=true,registry.insecure=true"
+            buildx = ["docker", "buildx", "build", "--platform", "linux/amd64", "-q", output]
+            buildx += ["-f", str(root / "Containerfile"), str(root)]
+
+            def buildx_build_and_push() -> None:
+                subprocess.run(buildx, check=True, env=buildx_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+            buildx_build_and_push()  # warm
+            for n in range(runs):
+                edit(root, 200 + n)
+                started = time.perf_counter()
+                buildx_build_and_push()
+                buildx_times.append(time.perf_counter() - started)
     pypod_s, podman_s = statistics.median(pypod_times), statistics.median(podman_times)
     bench("source_update_s", pypod_s, "s")
     bench("source_update_podman_build_push_s", podman_s, "s (anchor: warm podman build + push)")
     bench("source_update_speedup", podman_s / pypod_s, "x")
+    if buildx_times:
+        buildx_s = statistics.median(buildx_times)
+        bench("source_update_buildx_build_push_s", buildx_s, "s (anchor: warm docker buildx build --push)")
+        bench("source_update_speedup_vs_buildx", buildx_s / pypod_s, "x")
 
 
 def tag_hash(files: int) -> None:
