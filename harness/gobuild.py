@@ -184,7 +184,8 @@ def build_buildkit(layout: Layout, report: Callable[[str], None]) -> list[str]:
     """buildkitd and the docker-buildx CLI plugin, for tests of `--builder docker`."""
     built = []
     for name, (module, version, command) in BUILDKIT_TOOLS.items():
-        if layout.binary(name).exists():
+        stamp = layout.bin / f".{name}.version"  # a version bump rebuilds
+        if layout.binary(name).exists() and stamp.exists() and stamp.read_text() == version:
             continue
         _require_go()
         env = _go_env(layout)
@@ -202,6 +203,7 @@ def build_buildkit(layout: Layout, report: Callable[[str], None]) -> list[str]:
         ldflags = f"-s -w -X {module}/version.Version={version}"
         _run(["go", "build", "-trimpath", "-ldflags", ldflags, "-o", str(tmp), package], mod_dir, env, log)
         tmp.rename(layout.binary(name))
+        stamp.write_text(version)
         report(f"built {name} {version} in {time.monotonic() - started:.0f}s")
         built.append(name)
     return built

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ProjectError, UsageError
+from .image.registry import DEFAULT_PLATFORM
 from .quantity import check_quantity
 
 PLATFORM = re.compile(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?")
@@ -41,7 +42,7 @@ class Settings:
     builder: str | None = None  # docker, podman or buildah; None: the first found
     dockerfile: str | None = None
     no_push: bool = False  # build into the builder's store only, for a cluster sharing it
-    platform: str = "linux/amd64"  # the cluster nodes' os/arch, not the laptop's (buildx's --platform)
+    platform: str = DEFAULT_PLATFORM  # the cluster nodes' os/arch, not the laptop's (buildx's --platform)
     cpu: str | None = None
     memory: str | None = None
     gpu: int = 0

@@ -185,6 +185,10 @@ def test_bearer_tokens_anonymous_for_pulls_and_with_credentials_for_the_push(tok
     assert not shipped.reused and shipped.reference.startswith(f"{host}/app@sha256:")
     assert tokens.requests and all(r.account == USER for r in tokens.requests)
     assert any("push" in r.granted[0]["actions"] for r in tokens.requests if r.granted)
+    # Tokens are kept per repository: no grant is asked for twice (a single kept token
+    # would be refetched each time the push moves between the base and the target).
+    asked = [tuple(r.scopes) for r in tokens.requests]
+    assert len(asked) == len(set(asked)), asked
     # Another tool, with its own token flow, finds the pushed image.
     inspected = subprocess.run(
         ["skopeo", "inspect", "--tls-verify=false", "--creds", f"{USER}:{PASSWORD}", f"docker://{shipped.reference}"],
@@ -209,6 +213,7 @@ def test_a_wrong_password_at_the_token_service_is_one_clear_line(token_registry,
     [line] = refused.stderr.strip().splitlines()
     assert host in line and "log in" in line
     assert "not-the-password" not in refused.stderr
+    assert basic(USER, "not-the-password") not in refused.stderr and "Basic " not in refused.stderr
 
 
 def test_an_unreachable_registry_is_one_line_naming_it(tmp_path):  # type: ignore[no-untyped-def]

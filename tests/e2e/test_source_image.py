@@ -120,7 +120,8 @@ def test_an_image_for_another_platform_is_refused_in_one_line(pypod_env, tmp_pat
     root = project(tmp_path, "armed")
     result = run_cli(["run", "--platform", "linux/arm64", "-m", "app.main"], pypod_env, cwd=root)
     assert result.returncode == 75, result.stderr
-    [line] = result.stderr.strip().splitlines()[-1:]
+    [line] = [text for text in result.stderr.splitlines() if text.startswith("pypod:")]
+    assert result.stderr.strip().endswith(line)  # the error is the last line, and the only one
     assert "is built for linux/amd64, not linux/arm64" in line
     assert "--platform linux/amd64 if the cluster's nodes are linux/amd64" in line
     assert "Traceback" not in result.stderr

@@ -214,7 +214,11 @@ def test_buildx_pushes_with_a_registry_cache_unless_its_driver_is_the_engines_ow
     [remote] = _commands("docker", "remote")
     assert "--output=type=image,name=127.0.0.1:5000/p:deps-1,push=true,registry.insecure=true" in remote
     assert "--cache-from=type=registry,ref=R:cache,registry.insecure=true" in remote
-    assert "--cache-to=type=registry,ref=R:cache,mode=max,registry.insecure=true" in remote
+    assert (
+        "--cache-to=type=registry,ref=R:cache,mode=max,image-manifest=true,oci-mediatypes=true,"
+        "ignore-error=true,registry.insecure=true"
+    ) in remote
+    assert "--network" not in remote
     assert remote[-1] == "/ctx" and remote[remote.index("--metadata-file") + 1] == "/s/digest"
 
     [engine] = _commands("docker", "docker")
@@ -237,12 +241,21 @@ def test_podman_and_buildah_build_then_push_with_tls_off_only_for_loopback_regis
     assert only_build[1] == "bud"
 
 
-def test_the_buildx_driver_is_read_from_inspect():
+def test_only_a_reachable_buildx_builder_counts():
     from pypod.image.builders import buildx_driver
 
-    text = "Name:          ci\nDriver:        remote\nLast Activity: 2026-11-23 04:07:19 +0000 UTC\n"
-    assert buildx_driver(text) == "remote"
-    assert buildx_driver("Name: x\n") == ""
+    # `docker buildx inspect` as printed here: it exits 0 in every one of these cases.
+    remote = "Name:          ci\nDriver:        remote\nLast Activity: 2026-11-23 04:07:19 +0000 UTC\n\nNodes:\n"
+    assert buildx_driver(remote + "Name:     ci0\nEndpoint: unix:///run/b.sock\nStatus:   running\n") == "remote"
+    assert buildx_driver(remote + "Name:     ci0\nEndpoint: unix:///gone.sock\nStatus:   inactive\n") is None
+    no_engine = (
+        "Name:   default\nDriver: \nError:  failed to connect to the docker API at unix:///var/run/docker.sock; "
+        "check if the path is correct and if the daemon is running\n"
+    )
+    assert buildx_driver(no_engine) is None
+    container = "Name: b\nDriver: docker-container\n\nNodes:\nName: b0\nStatus: inactive\n"
+    assert buildx_driver(container) == "docker-container"  # buildx boots it
+    assert buildx_driver("Name: x\n") is None
 
 
 @pytest.mark.parametrize("builder", ["docker", "podman", "buildah"])
@@ -284,4 +297,13 @@ def test_a_base_image_that_cannot_be_pulled_is_named_as_such_not_as_bad_dependen
     hint = _failure_hint(tail, Path("/logs/deps-1.log"))
     assert hint.startswith("the builder could not pull an image the build starts from")
     assert hint.endswith("; full log: /logs/deps-1.log")
-    assert "docker.io/mambaorg/micromamba:2.0.5" in _failure_message(["podman", "build"], 125, tail)
+    assert "docker.io/mambaorg/micromamba:2.0.5" in _failure_message("build", 125, tail)
+
+
+def test_a_push_that_cannot_reach_its_registry_is_not_called_a_pull_failure():
+    from pypod.image.builders import _failure_hint
+
+    tail = "Error: pinging container registry ghcr.io: Get https://ghcr.io/v2/: dial tcp: i/o timeout"
+    assert "could not pull" not in _failure_hint(tail, None, "push")
+    refused = "Error: initializing source docker://ghcr.io/team/base:1: unauthorized: authentication required"
+    assert _failure_hint(refused, None, "build").startswith("the registry refused a pull the build needs: log in")

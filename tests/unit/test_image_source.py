@@ -171,7 +171,7 @@ def test_pypod_ships_its_own_package_files():
 
 
 def test_challenges_and_the_repository_a_token_is_kept_for():
-    from pypod.image.registry import Challenge, parse_challenge, repository_of
+    from pypod.image.regauth import Challenge, mount_source_scope, parse_challenge, repository_of, same_origin
 
     header = (
         'Bearer realm="https://auth.example.com/token",service="registry.example.com",'
@@ -184,9 +184,90 @@ def test_challenges_and_the_repository_a_token_is_kept_for():
         ("repository:team/app:pull,push", "repository:team/base:pull"),
     )
     assert parse_challenge('Basic realm="pypod-test"') == Challenge("basic", "pypod-test")
+    # Two headers joined by requests, unquoted values: the bearer one is answered.
+    joined = 'Basic realm=corp, Bearer realm="https://t.example/token",service=reg'
+    assert parse_challenge(joined) == Challenge("bearer", "https://t.example/token", "reg")
+    assert parse_challenge("") == Challenge("")
     assert repository_of("/v2/team/app/blobs/uploads/?mount=sha256:1&from=team/base") == "team/app"
     assert repository_of("/v2/a/b/c/manifests/latest") == "a/b/c"
     assert repository_of("/v2/blobs/blobs/sha256:1") == "blobs"  # a repository may be named like a verb
     assert repository_of("/v2/a/blobs/uploads/3f2e?_state=x") == "a"
     assert repository_of("/v2/a/manifests/blobs") == "a"  # and a tag like one
     assert repository_of("/v2/") == ""
+    assert mount_source_scope("/v2/app/blobs/uploads/?mount=sha256:1&from=team/base") == ("repository:team/base:pull",)
+    assert mount_source_scope("/v2/app/blobs/uploads/") == ()
+    assert same_origin("https://reg.example/v2/app/blobs/uploads/1", "https", "reg.example")
+    assert not same_origin("https://s3.amazonaws.com/bucket/upload?sig=1", "https", "reg.example")
+    assert not same_origin("http://reg.example/v2/x", "https", "reg.example")
+
+
+class FakeResponse:
+    def __init__(self, status: int, body: object = None, text: str | None = None) -> None:
+        self.status_code, self.ok, self._body, self._text = status, status == 200, body, text
+
+    def json(self) -> object:
+        if self._text is not None:
+            raise ValueError("not JSON")
+        return self._body
+
+
+class FakeTokenSession:
+    """A token service: hands out a token naming the scopes asked for."""
+
+    def __init__(self, status: int = 200, text: str | None = None) -> None:
+        self.calls: list[tuple[str, list[tuple[str, str]], dict[str, str]]] = []
+        self.status, self.text = status, text
+
+    def get(self, url: str, params: list[tuple[str, str]], headers: dict[str, str], **_kw: object) -> FakeResponse:
+        self.calls.append((url, params, headers))
+        scopes = "+".join(v for k, v in params if k == "scope")
+        return FakeResponse(self.status, {"token": f"t:{scopes}"}, self.text)
+
+
+BEARER = 'Bearer realm="https://auth.example/token",service="reg",scope="repository:{}:pull,push"'
+
+
+def test_bearer_tokens_are_kept_per_repository_and_a_repeated_grant_stops_the_retry():
+    from pypod.image.regauth import HostAuth
+
+    auth = HostAuth("reg.example", insecure=False, credentials="dTpw", looked_up=True)
+    session = FakeTokenSession()
+    assert auth.answer(session, BEARER.format("team/base"), "team/base")
+    assert auth.answer(session, BEARER.format("team/app"), "team/app", ("repository:team/base:pull",))
+    assert auth.header("team/base") == {"Authorization": "Bearer t:repository:team/base:pull,push"}
+    assert auth.header("team/app") == {
+        "Authorization": "Bearer t:repository:team/app:pull,push+repository:team/base:pull"
+    }
+    assert [c[2] for c in session.calls] == [{"Authorization": "Basic dTpw"}] * 2  # credentials to the realm
+    # The same grant again (the token lacks a scope the registry wants): no endless retry.
+    assert not auth.answer(session, BEARER.format("team/app"), "team/app", ("repository:team/base:pull",))
+
+
+def test_basic_is_sent_once_asked_for_and_a_refusal_is_not_retried():
+    from pypod.errors import RegistryError
+    from pypod.image.regauth import HostAuth
+
+    auth = HostAuth("reg.example", insecure=False, credentials="dTpw", looked_up=True)
+    assert auth.header("app") == {}
+    assert auth.answer(None, 'Basic realm="x"', "app")
+    assert auth.header("app") == {"Authorization": "Basic dTpw"}
+    assert not auth.answer(None, 'Basic realm="x"', "app")
+    anonymous = HostAuth("reg.example", insecure=False, looked_up=True)
+    with pytest.raises(RegistryError, match="requires a login"):
+        anonymous.answer(None, 'Basic realm="x"', "app")
+
+
+def test_token_service_failures_are_one_line_and_passwords_stay_off_plain_http():
+    from pypod.errors import RegistryError
+    from pypod.image.regauth import HostAuth
+
+    auth = HostAuth("reg.example", insecure=False, credentials="dTpw", looked_up=True)
+    with pytest.raises(RegistryError, match=r"refused our credentials \(401\)"):
+        auth.answer(FakeTokenSession(status=401), BEARER.format("app"), "app")
+    with pytest.raises(RegistryError, match="did not answer properly"):
+        auth.answer(FakeTokenSession(text="<html>"), BEARER.format("app"), "app")
+    plain = 'Bearer realm="http://auth.example/token",service="reg"'
+    session = FakeTokenSession()
+    with pytest.raises(RegistryError, match="plain-HTTP token service"):
+        auth.answer(session, plain, "app")
+    assert session.calls == []  # nothing was sent

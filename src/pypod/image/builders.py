@@ -39,7 +39,10 @@ class Builder:
         return self.name == "docker" and self.driver not in ("", "docker")
 
 
-def find_builder(choice: str | None) -> Builder:
+def find_builder(choice: str | None, local: bool = False) -> Builder:
+    """The chosen builder, or the first usable one. With local=True (--no-push) the
+    image must stay in the builder's store: docker then needs a running engine to load
+    into, and without one the next builder is tried (or, when docker was chosen, refused)."""
     names = [choice] if choice else list(BUILDERS)
     for name in names:
         if name not in BUILDERS:
@@ -47,27 +50,23 @@ def find_builder(choice: str | None) -> Builder:
         binary = shutil.which(name)
         if binary and name == "docker":
             driver = _buildx_driver(binary)
-            if driver is not None:
-                return Builder(name, binary, driver)
-        elif binary:
+            if driver is None:
+                continue
+            if local and not _engine_running(binary):
+                if choice:
+                    hint = "start the engine, use --builder podman or buildah, or push to a registry (drop --no-push)"
+                    raise BuildError(
+                        "--no-push with docker needs a running Docker engine to load the image into", hint=hint
+                    )
+                continue
+            return Builder(name, binary, driver)
+        if binary:
             return Builder(name, binary)
     wanted = choice or " or ".join(BUILDERS)
     raise BuildError(
         f"no image builder found ({wanted})",
         hint="install podman (apt-get install podman) or docker with buildx, or pass --image to skip building",
     )
-
-
-def find_local_builder(choice: str | None) -> Builder:
-    """A builder for --no-push, whose image store the image stays in. docker buildx
-    loads into the Docker engine, so that needs one running."""
-    builder = find_builder(choice)
-    if builder.name == "docker" and not _engine_running(builder.binary):
-        raise BuildError(
-            "--no-push with docker needs a running Docker engine to load the image into",
-            hint="start the engine, use --builder podman or buildah, or push to a registry (drop --no-push)",
-        )
-    return builder
 
 
 def _engine_running(docker: str) -> bool:
@@ -115,7 +114,7 @@ def image_exists(builder: Builder, ref: str) -> bool:
 
 def _buildx_driver(docker: str) -> str | None:
     """The driver of buildx's current builder, or None when buildx is missing or its
-    builder is unreachable (the default builder needs a running Docker engine)."""
+    builder cannot be reached."""
     try:
         result = subprocess.run([docker, "buildx", "inspect"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
@@ -123,13 +122,25 @@ def _buildx_driver(docker: str) -> str | None:
     return buildx_driver(result.stdout) if result.returncode == 0 else None
 
 
-def buildx_driver(inspect_output: str) -> str:
-    """Pure: the `Driver:` line of `docker buildx inspect`."""
+def buildx_driver(inspect_output: str) -> str | None:
+    """Pure: the driver of a usable builder from `docker buildx inspect`, else None.
+    inspect exits 0 even when it cannot reach the builder: the default builder without
+    an engine prints an empty driver and an `Error:` line; a remote builder whose
+    daemon is gone shows every node `inactive` (a docker-container builder is booted
+    by buildx when inactive, so that one counts)."""
+    driver = ""
+    statuses = []
     for line in inspect_output.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() == "Driver":
-            return value.strip()
-    return ""
+        if key.strip() == "Error":
+            return None
+        if key.strip() == "Driver" and not driver:
+            driver = value.strip()
+        if key.strip() == "Status":
+            statuses.append(value.strip())
+    if not driver or (driver == "remote" and statuses and all(s == "inactive" for s in statuses)):
+        return None
+    return driver
 
 
 def build_commands(
@@ -152,10 +163,17 @@ def build_commands(
         cache = []
         if cache_ref and builder.registry_cache and push:
             # mode=max keeps every stage's layers, so an edit to one requirement reuses
-            # the venv and uv layers from any machine that can read the registry.
+            # the venv and uv layers from any machine that can read the registry. The
+            # cache is an optimisation: a registry refusing it (immutable tags) must not
+            # fail the build. image-manifest: registries such as ECR take only manifests.
             cache = [f"--cache-from=type=registry,ref={cache_ref}{tls}"]
-            cache += [f"--cache-to=type=registry,ref={cache_ref},mode=max{tls}"]
-        build = [builder.binary, "buildx", "build", "--platform", platform, "--network", "host", *secrets]
+            cache += [
+                f"--cache-to=type=registry,ref={cache_ref},mode=max,image-manifest=true,oci-mediatypes=true,"
+                f"ignore-error=true{tls}"
+            ]
+        # No --network host here: a remote or kubernetes builder may not allow that
+        # entitlement, and the builder's own network reaches the package indexes.
+        build = [builder.binary, "buildx", "build", "--platform", platform, *secrets]
         build += ["-f", str(dockerfile)]
         return [[*build, *output, *cache, "--metadata-file", str(digest_file), str(context)]]
     verb = "build" if builder.name == "podman" else "bud"
@@ -250,11 +268,11 @@ def _run(command: list[str], log: Path | None) -> None:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-6:])
         elif result.stderr:
             tail = result.stderr.decode(errors="replace")[-600:]
-        raise BuildError(_failure_message(command, result.returncode, tail), hint=_failure_hint(tail, log))
+        step = "push" if "push" in command[1:2] else "build"
+        raise BuildError(_failure_message(step, result.returncode, tail), hint=_failure_hint(tail, log, step))
 
 
-def _failure_message(command: list[str], code: int, tail: str) -> str:
-    step = "push" if "push" in command[1:2] else "build"
+def _failure_message(step: str, code: int, tail: str) -> str:
     last = tail.strip().splitlines()[-1] if tail.strip() else ""
     return f"the dependency image {step} failed (exit {code}): {last}"
 
@@ -267,13 +285,15 @@ PULL_FAILED = (
 )
 
 
-def _failure_hint(tail: str, log: Path | None) -> str:
+def _failure_hint(tail: str, log: Path | None, step: str = "build") -> str:
     where = f"; full log: {log}" if log else ""
     if "needs to be updated" in tail or "--locked" in tail:
         return "uv.lock is out of sync with pyproject.toml: run `uv lock` and retry" + where
     if "postBuild" in tail:
         return "the project's postBuild script failed: fix it and retry" + where
-    if any(sign in tail for sign in PULL_FAILED):
+    if "unauthorized" in tail.lower() and step == "build":
+        return "the registry refused a pull the build needs: log in to it (podman login / docker login)" + where
+    if step == "build" and any(sign in tail for sign in PULL_FAILED):
         return (
             "the builder could not pull an image the build starts from: check that it reaches that registry, "
             "or give it a mirror (registries.conf for podman and buildah, buildkitd.toml for buildx)" + where

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..project import Project
-from .builders import build_and_push, find_builder, find_local_builder, image_exists
+from .builders import build_and_push, find_builder, image_exists
 from .detect import EnvSpec, detect
 from .dockerfile import DependencyBuild, render
 from .registry import DEFAULT_PLATFORM, ImageRef, Registry
@@ -85,7 +85,7 @@ def ensure_dependency_image(
             reference = str(target.with_digest(existing))
             return DependencyImage(reference, spec, False, time.monotonic() - started, build.tag)
     else:
-        builder = find_local_builder(builder_choice)
+        builder = find_builder(builder_choice, local=True)
         if image_exists(builder, str(target)):
             return DependencyImage(str(target), spec, False, time.monotonic() - started, build.tag, local=True)
     builder = builder or find_builder(builder_choice)
@@ -97,7 +97,8 @@ def ensure_dependency_image(
         context = context_root or Path(context_dir)
         for name, content in build.context_files.items():
             (context / name).write_bytes(content)
-        cache_ref = str(image_repo.with_tag(f"buildcache-{tag_part(project.name)}"))
+        # One cache per project and platform: builds for two platforms would overwrite one.
+        cache_ref = str(image_repo.with_tag(f"buildcache-{tag_part(project.name)}-{tag_part(platform)}"))
         digest = build_and_push(
             builder, build.containerfile, context, str(target), dict(os.environ), push, log, cache_ref, platform
         )

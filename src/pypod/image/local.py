@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..project import Project
-from .builders import build_and_push, find_local_builder, image_exists
+from .builders import build_and_push, find_builder, image_exists
 from .deps import DependencyImage
 from .files import scan_project
 from .layer import WORKDIR, build_layer
@@ -57,7 +57,7 @@ def build_local_image(
     platform: str = DEFAULT_PLATFORM,
 ) -> LocalImage:
     started = time.monotonic()
-    builder = find_local_builder(builder_choice)
+    builder = find_builder(builder_choice, local=True)
     scan = scan_project(project.root)
     entries, sources = _with_pypod(file_entries(project.root, scan))
     dependency_key = f"{deps.reference}\n{platform}"

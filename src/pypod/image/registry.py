@@ -2,9 +2,9 @@
 dependency image without a daemon or a rebuild, in the manner of `crane append`.
 
 oras-py finds credentials (~/.docker/config.json, credential helpers) and holds the
-HTTP session. pypod answers the registry's challenges itself (anonymous, Basic, and
-bearer tokens kept per repository), and adds what oras-py leaves out: manifest lists,
-docker media types, cross-repository blob mounts, and the config rewrite.
+HTTP session; regauth answers the registry's challenges (anonymous, Basic, bearer tokens
+per repository). pypod adds what oras-py leaves out: manifest lists, docker media types,
+cross-repository blob mounts, and the config rewrite.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import copy
 import hashlib
 import json
 import os
-import re
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ from typing import Any
 
 from ..errors import RegistryError
 from .layer import LAYER_MEDIA_TYPE, Layer
+from .regauth import host_auth, mount_source_scope, repository_of, same_origin
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -111,43 +111,14 @@ class PushReport:
         self.skipped_blobs += other.skipped_blobs
 
 
-@dataclass(frozen=True)
-class Challenge:
-    """A WWW-Authenticate header: how the registry wants this request authenticated."""
-
-    scheme: str  # "basic" or "bearer"
-    realm: str = ""
-    service: str = ""
-    scopes: tuple[str, ...] = ()
-
-
-def parse_challenge(header: str) -> Challenge:
-    """Pure: `Bearer realm="...",service="...",scope="a b"` (or `Basic realm="..."`)."""
-    scheme, _, params = header.strip().partition(" ")
-    values = dict(re.findall(r'(\w+)="([^"]*)"', params))
-    scopes = tuple(values.get("scope", "").split())
-    return Challenge(scheme.lower(), values.get("realm", ""), values.get("service", ""), scopes)
-
-
-def repository_of(path: str) -> str:
-    """Pure: the repository an API path is about ("" for /v2/ itself), the key a bearer
-    token is kept under: a token grants scopes on named repositories only."""
-    parts = path.split("?", 1)[0].strip("/").split("/")[1:]
-    # Read from the end: <name>/manifests/<ref>, /blobs/<digest>, /tags/list,
-    # /blobs/uploads/ and /blobs/uploads/<id>; a name may contain those words too.
-    if len(parts) >= 3 and parts[-2] in ("manifests", "blobs", "tags"):
-        return "/".join(parts[:-2])
-    if len(parts) >= 4 and parts[-3:-1] == ["blobs", "uploads"]:
-        return "/".join(parts[:-3])
-    return ""
+# Seconds to connect, and to wait for each read; a registry that stops answering must
+# not hang pypod.
+TIMEOUT = (15, 300)
 
 
 class Registry:
-    """One registry host. oras-py finds the credentials (docker config files and
-    credential helpers) and holds the HTTP session; the challenge-response is pypod's:
-    oras-py 0.2 keeps a single bearer token and re-sends it for every repository, which a
-    token registry (GHCR, Docker Hub, Harbor, GitLab) answers with 401 once a second
-    repository, the base image's or the target's, is touched."""
+    """One registry host: the distribution API over oras-py's HTTP session, with
+    regauth answering the registry's challenges (state shared per host)."""
 
     def __init__(self, host: str) -> None:
         import oras.provider
@@ -157,10 +128,9 @@ class Registry:
         self.prefix = "http" if self.insecure else "https"
         self.oras = oras.provider.Registry(hostname=host, insecure=self.insecure, auth_backend="token")
         self.session = self.oras.session
-        self._credentials: str | None = None  # base64 "user:password", once looked up
-        self._looked_up = False
-        self._basic = False  # the registry asked for Basic auth: send it up front from now on
-        self._tokens: dict[str, str] = {}  # repository -> bearer token
+        configs = tuple(docker_configs())
+        self.auth = host_auth(host, self.insecure, configs)
+        self.auth.find_credentials(self.oras.auth, list(configs))
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
@@ -173,73 +143,32 @@ class Registry:
                 f"registry {self.host} is unreachable while trying to {what}",
                 hint="check the registry address (IMAGE_REPO, --base-image or --image) and that it is running",
             ) from exc
+        except requests.RequestException as exc:  # timeouts, broken transfers, redirect loops
+            raise RegistryError(
+                f"registry {self.host} did not answer properly while trying to {what} ({type(exc).__name__})",
+                hint="try again; if it persists, check the registry's health",
+            ) from exc
 
-    def credentials(self) -> str | None:
-        """Credentials for this host from docker's config and its credential helpers."""
-        if not self._looked_up:
-            from oras.container import Container
-
-            self._looked_up = True
-            self.oras.auth.load_configs(Container(f"{self.host}/library"), configs=docker_configs())
-            self._credentials = getattr(self.oras.auth, "_basic_auth", None) or None
-        return self._credentials
-
-    def auth_header(self, repository: str) -> dict[str, str]:
-        if self._basic and self.credentials():
-            return {"Authorization": f"Basic {self.credentials()}"}
-        token = self._tokens.get(repository)
-        return {"Authorization": f"Bearer {token}"} if token else {}
+    def _send(self, method: str, url: str, repository: str, headers: dict[str, str], **kwargs: Any):  # type: ignore[no-untyped-def]
+        own = same_origin(url, self.prefix, self.host)
+        send = {**headers, **(self.auth.header(repository) if own else {})}
+        return self.session.request(method, url, headers=send, verify=not self.insecure, timeout=TIMEOUT, **kwargs)
 
     def _request(self, method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any):  # type: ignore[no-untyped-def]
         repository = repository_of(path)
         url = f"{self.prefix}://{self.host}{path}"
-        send = {**(headers or {}), **self.auth_header(repository)}
-        response = self.session.request(method, url, headers=send, verify=not self.insecure, **kwargs)
-        if response.status_code == 401 and self._answer(response.headers.get("WWW-Authenticate", ""), repository):
-            send = {**(headers or {}), **self.auth_header(repository)}
-            response = self.session.request(method, url, headers=send, verify=not self.insecure, **kwargs)
+        response = self._send(method, url, repository, headers or {}, **kwargs)
+        challenge = response.headers.get("WWW-Authenticate", "")
+        if response.status_code == 401 and self.auth.answer(
+            self.session, challenge, repository, mount_source_scope(path)
+        ):
+            response = self._send(method, url, repository, headers or {}, **kwargs)
         if response.status_code in (401, 403):
             raise RegistryError(
                 f"registry {self.host} answered {response.status_code} to {method} {path}",
                 hint=f"log in to {self.host} (docker login) or check your permissions on it",
             )
         return response
-
-    def _answer(self, header: str, repository: str) -> bool:
-        """Act on a 401's challenge; True when a retry may now succeed."""
-        challenge = parse_challenge(header)
-        if challenge.scheme == "basic":
-            if not self.credentials():
-                raise RegistryError(
-                    f"registry {self.host} requires a login and no credentials for it were found",
-                    hint=f"log in (docker login {self.host}) or add it to ~/.docker/config.json",
-                )
-            if self._basic:
-                return False  # they were sent, and refused
-            self._basic = True
-            return True
-        if challenge.scheme != "bearer" or not challenge.realm:
-            return False
-        params: list[tuple[str, str]] = [("service", challenge.service)] if challenge.service else []
-        params += [("scope", scope) for scope in challenge.scopes]
-        # Anonymous when there are no credentials: public images are readable that way.
-        basic = {"Authorization": f"Basic {self.credentials()}"} if self.credentials() else {}
-        with self._errors("get a token"):
-            answer = self.session.get(
-                challenge.realm, params=params, headers=basic, verify=not challenge.realm.startswith("http://")
-            )
-        if answer.status_code != 200:
-            who = "our credentials" if basic else "an anonymous request"
-            raise RegistryError(
-                f"the token service of registry {self.host} refused {who} ({answer.status_code})",
-                hint=f"log in again (docker login {self.host}) or fix ~/.docker/config.json",
-            )
-        body = answer.json()
-        token = body.get("token") or body.get("access_token")
-        if not token or self._tokens.get(repository) == token:
-            return False
-        self._tokens[repository] = token
-        return True
 
     # -- reading -------------------------------------------------------------
     def manifest_digest(self, ref: ImageRef) -> str | None:
@@ -267,10 +196,9 @@ class Registry:
         manifest = response.json()
         digest = response.headers.get("Docker-Content-Digest") or sha256_digest(response.content)
         if manifest.get("mediaType") in (OCI_INDEX, DOCKER_LIST) or "manifests" in manifest:
-            os_name, arch = platform.split("/")[:2]
             for entry in manifest["manifests"]:
                 plat = entry.get("platform", {})
-                if plat.get("os") == os_name and plat.get("architecture") == arch:
+                if platform_matches(config_platform(plat), platform):
                     return self.manifest(ref.with_digest(entry["digest"]), platform)
             raise RegistryError(f"image {ref} has no {platform} variant", hint="pick an image built for it")
         return digest, manifest
@@ -290,42 +218,46 @@ class Registry:
     def _mount(self, repository: str, digest: str, source: str) -> bool:
         with self._errors("mount a blob"):
             response = self._request("POST", f"/v2/{repository}/blobs/uploads/?mount={digest}&from={source}")
+            location = response.headers.get("Location", "")
+            if response.status_code == 202 and location:
+                # Not mounted: the registry opened an upload instead; close it.
+                url = f"{self.prefix}://{self.host}{location}" if location.startswith("/") else location
+                self._send("DELETE", url, repository, {})
         return response.status_code == 201
 
-    def _upload(self, repository: str, path: Path, digest: str, start: Any = None) -> None:
+    def _upload(self, repository: str, path: Path, digest: str, start: Any) -> None:
         with self._errors("upload a blob"):
-            start = start if start is not None else self._request("POST", f"/v2/{repository}/blobs/uploads/")
-            if start.status_code != 202:
+            if start.status_code != 202 or not start.headers.get("Location"):
                 raise RegistryError(f"starting an upload to {repository} answered {start.status_code}")
             location = start.headers["Location"]
             if location.startswith("/"):
                 location = f"{self.prefix}://{self.host}{location}"
             separator = "&" if "?" in location else "?"
-            with open(path, "rb") as data:  # requests streams a file object; it is never read whole
-                response = self.session.put(
-                    f"{location}{separator}digest={digest}",
-                    data=data,
-                    headers={"Content-Type": "application/octet-stream", **self.auth_header(repository)},
-                    verify=not self.insecure,
-                )
+            url = f"{location}{separator}digest={digest}"
+            headers = {"Content-Type": "application/octet-stream"}
+            for attempt in range(2):
+                with open(path, "rb") as data:  # requests streams a file object; it is never read whole
+                    response = self._send("PUT", url, repository, headers, data=data)
+                # A token that expired during a long upload: renew it once, send again.
+                challenge = response.headers.get("WWW-Authenticate", "")
+                if response.status_code != 401 or attempt or not self.auth.answer(self.session, challenge, repository):
+                    break
         if response.status_code != 201:
             raise RegistryError(f"uploading {digest} to {repository} answered {response.status_code}")
 
-    def ensure_blob(
-        self, repository: str, digest: str, path: Path | None, report: PushReport, mount_from: str | None = None
-    ) -> None:
-        """Make `digest` present in `repository`: skip, mount from a sibling, or upload."""
+    def ensure_blob(self, repository: str, digest: str, report: PushReport, mount_from: str) -> None:
+        """Make a base image's blob present in `repository`: skip it, or mount it from
+        the repository it is in (never an upload: pypod does not hold its bytes)."""
         if self.has_blob(repository, digest):
             report.skipped_blobs += 1
             return
-        if mount_from and mount_from != repository and self._mount(repository, digest, mount_from):
+        if mount_from != repository and self._mount(repository, digest, mount_from):
             report.mounted_blobs += 1
             return
-        if path is None:
-            raise RegistryError(f"blob {digest} is missing from {repository} and could not be mounted")
-        self._upload(repository, path, digest)
-        report.uploaded_blobs += 1
-        report.uploaded_bytes += path.stat().st_size
+        raise RegistryError(
+            f"blob {digest} is missing from {repository} and could not be mounted from {mount_from}",
+            hint="the registry may not allow cross-repository mounts: push the dependency image to IMAGE_REPO",
+        )
 
     def push_blob(self, repository: str, digest: str, path: Path, report: PushReport) -> None:
         """Upload a new blob unless `repository` has it, in one round trip fewer than HEAD
@@ -469,7 +401,7 @@ def append_layer(
                 hint=f"build it for {platform}, or pass --platform {found} if the cluster's nodes are {found}",
             )
         for entry in manifest["layers"]:
-            registry.ensure_blob(target.repository, entry["digest"], None, report, mount_from=base.repository)
+            registry.ensure_blob(target.repository, entry["digest"], report, mount_from=base.repository)
     else:
         manifest, config = base_image
     new_config = appended_config(config, layer, workdir, python_path)
