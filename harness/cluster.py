@@ -303,8 +303,7 @@ def _start_all(layout: Layout, starter: _Starter, report: Report) -> ClusterInfo
     starter.wait(containerd, lambda: _ctr(socket_path, "version", check=False) is not None, 30)
     _ctr(socket_path, "-n", "k8s.io", "images", "import", str(pause_archive(layout, report)))
 
-    kubelet = starter.start(c.kubelet(layout))
-    starter.wait(kubelet, lambda: NODE_NAME in _ready_nodes(layout), 90, f"node {NODE_NAME} not Ready")
+    _start_kubelet(layout, starter)
     proxy = starter.start(c.kube_proxy(layout))
     starter.wait(proxy, lambda: _http_ok(f"http://127.0.0.1:{ports.proxy_healthz}/healthz"), 30)
 
@@ -339,6 +338,24 @@ def _start_all(layout: Layout, starter: _Starter, report: Report) -> ClusterInfo
         ports=ports.to_dict(),
         docker_config=docker_config,
     )
+
+
+# containerd answers `ctr version` before its CRI service has initialised (about a second
+# later, longer on a busy machine); a kubelet started in that window exits at once.
+CRI_NOT_READY = "server is not initialized yet"
+
+
+def _start_kubelet(layout: Layout, starter: _Starter) -> None:
+    for attempt in range(10):
+        kubelet = starter.start(c.kubelet(layout))
+        try:
+            starter.wait(kubelet, lambda: NODE_NAME in _ready_nodes(layout), 90, f"node {NODE_NAME} not Ready")
+            return
+        except HarnessError as exc:
+            if CRI_NOT_READY not in exc.log_tail or attempt == 9:
+                raise
+            starter.report(f"  containerd's CRI is not ready yet; starting kubelet again ({attempt + 1})")
+            time.sleep(1)
 
 
 def _accepts(socket_path: Path) -> bool:
