@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # From nothing to a pypod job that ran in a real pod:
 #   1. install pypod (and its test extras) from this checkout;
-#   2. if kubectl's config reaches no cluster, build (first time: ~16 min) and start
+#   2. if kubectl's config reaches no cluster, build (first time: ~20 min) and start
 #      the local harness cluster, and use its registry;
 #   3. run examples/hello/main.py as a job: pypod ships the source as one image layer.
 set -euo pipefail
