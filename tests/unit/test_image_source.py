@@ -271,3 +271,14 @@ def test_token_service_failures_are_one_line_and_passwords_stay_off_plain_http()
     with pytest.raises(RegistryError, match="plain-HTTP token service"):
         auth.answer(session, plain, "app")
     assert session.calls == []  # nothing was sent
+
+
+def test_a_docker_config_that_is_not_json_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from pypod.errors import RegistryError
+    from pypod.image.registry import Registry
+
+    (tmp_path / "config.json").write_text("{not json")
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    with pytest.raises(RegistryError, match="could not be read") as err:
+        Registry("127.0.0.1:1")
+    assert str(tmp_path / "config.json") in str(err.value) and "move it aside" in err.value.hint

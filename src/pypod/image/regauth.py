@@ -95,7 +95,13 @@ class HostAuth:
             if not self.looked_up:
                 from oras.container import Container
 
-                oras_auth.load_configs(Container(f"{self.host}/library"), configs=configs)
+                try:
+                    oras_auth.load_configs(Container(f"{self.host}/library"), configs=configs)
+                except ValueError as exc:  # a config file that is not JSON
+                    raise RegistryError(
+                        f"docker's config {', '.join(configs)} could not be read: {exc}",
+                        hint="fix the file (it must be JSON) or move it aside; `docker login` rewrites it",
+                    ) from exc
                 self.credentials = getattr(oras_auth, "_basic_auth", None) or None
                 self.looked_up = True
             return self.credentials
