@@ -92,6 +92,7 @@ def test_tag_is_julia_pod_shaped_and_fits_128():
     assert "/" not in long
     # The dependency key is part of the hash: a new base image means a new tag.
     assert image_tag("repo", "main", "abc1234", "f" * 40, "sha256:" + "1" * 64) != tag
+    assert image_tag("repo", "main", "abc1234", "f" * 40, "sha256:" + "0" * 64, "linux/arm64") != tag
 
 
 def test_image_refs_parse_and_need_a_registry():

@@ -60,8 +60,8 @@ def build_local_image(
     builder = find_builder(builder_choice, local=True)
     scan = scan_project(project.root)
     entries, sources = _with_pypod(file_entries(project.root, scan))
-    dependency_key = f"{deps.reference}\n{platform}"
-    tag = image_tag(project.name, project.git.branch, project.git.commit, fingerprint(entries), dependency_key)
+    git = project.git
+    tag = image_tag(project.name, git.branch, git.commit, fingerprint(entries), deps.reference, platform)
     target = str(target_repository(image_repo).with_tag(tag))
     if image_exists(builder, target):
         return LocalImage(target, len(scan.files), False, time.monotonic() - started)

@@ -67,8 +67,8 @@ def repository_of(path: str) -> str:
 def mount_source_scope(path: str) -> tuple[str, ...]:
     """Pure: a cross-repository mount also needs pull on the source repository; the
     docker client asks for it itself rather than trust the challenge to name it."""
-    source = parse_qs(urlsplit(path).query).get("from")
-    return (f"repository:{source[0]}:pull",) if source and "mount" in parse_qs(urlsplit(path).query) else ()
+    query = parse_qs(urlsplit(path).query)
+    return (f"repository:{query['from'][0]}:pull",) if "from" in query and "mount" in query else ()
 
 
 def same_origin(url: str, scheme: str, host: str) -> bool:
@@ -151,7 +151,8 @@ class HostAuth:
         basic = {"Authorization": f"Basic {self.credentials}"} if self.credentials else {}
         try:
             answer = session.get(challenge.realm, params=params, headers=basic, verify=not plain, timeout=30)
-            token = answer.json().get("token") or answer.json().get("access_token") if answer.ok else None
+            body = answer.json() if answer.ok else {}
+            token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
         except (requests.RequestException, ValueError) as exc:
             raise RegistryError(
                 f"the token service of registry {self.host} ({challenge.realm}) did not answer properly "

@@ -182,9 +182,7 @@ def ship_source_image(
         scan = scan_project(project.root, excludes)
         entries, sources = _with_pypod(file_entries(project.root, scan))
         base_digest = base_lookup.result().digest or ""
-    # The platform is part of the key: a multi-platform base has one digest for all.
-    dependency_key = f"{base_digest}\n{platform}"
-    tag = image_tag(project.name, project.git.branch, project.git.commit, fingerprint(entries), dependency_key)
+    tag = image_tag(project.name, project.git.branch, project.git.commit, fingerprint(entries), base_digest, platform)
     target = target_repo.with_tag(tag)
 
     def shipped(reference: str, **fields: Any) -> ShippedImage:

@@ -20,6 +20,7 @@ import stat
 from pathlib import Path
 
 from .files import ProjectScan
+from .registry import DEFAULT_PLATFORM
 
 MAX_TAG = 128
 _NOT_TAG = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -105,9 +106,12 @@ def tag_part(text: str) -> str:
     return _NOT_TAG.sub("-", text).strip(".-") or "none"
 
 
-def image_tag(repo: str, branch: str, commit: str, source_hash: str, dependency_key: str) -> str:
+def image_tag(
+    repo: str, branch: str, commit: str, source_hash: str, dependency_key: str, platform: str = DEFAULT_PLATFORM
+) -> str:
     """The tag; repo and branch are shortened so the whole fits in 128 characters."""
-    combined = hashlib.sha1(f"{dependency_key}\n{source_hash}".encode()).hexdigest()[:20]
+    # The platform counts: a multi-platform dependency image has one digest for all.
+    combined = hashlib.sha1(f"{dependency_key}\n{platform}\n{source_hash}".encode()).hexdigest()[:20]
     tail = f"_commit-{tag_part(commit or 'none')}_sha1-{combined}"
     room = MAX_TAG - len(tail) - 1
     repo_part, branch_part = tag_part(repo), tag_part(branch or "nobranch")
