@@ -74,7 +74,8 @@ def _settings(flags: dict[str, Any]):  # type: ignore[no-untyped-def]
 
 
 def _start(request_kwargs: dict[str, Any], flags: dict[str, Any]) -> int:
-    from .session import Output, RunRequest, start
+    from .run.output import Output
+    from .run.session import RunRequest, start
 
     dry_run = flags.pop("dry_run", False)
     quiet = flags.pop("quiet", False)
@@ -144,10 +145,11 @@ def jupyter(**flags: Any) -> None:
 
 
 def _connect(namespace: str | None, context: str | None, kubeconfig: str | None):  # type: ignore[no-untyped-def]
-    from .session import Output, Session
+    from .run.driver import Driver
+    from .run.output import Output
 
     settings, _project = _settings({"namespace": namespace, "context": context, "kubeconfig": kubeconfig})
-    return Session(settings, Output())
+    return Driver(settings, Output())
 
 
 def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -167,7 +169,7 @@ def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @target_options
 def attach(run_name: str, namespace: str | None, context: str | None, kubeconfig: str | None) -> None:
     """Reconnect to the live REPL of RUN."""
-    from .manage import attach_run
+    from .run.manage import attach_run
 
     sys.exit(attach_run(_connect(namespace, context, kubeconfig), run_name))
 
@@ -188,7 +190,7 @@ def sync(
     kubeconfig: str | None,
 ) -> None:
     """Sync this project folder with RUN's pod, live, until Ctrl-C."""
-    from .livesync import sync_run
+    from .run.livesync import sync_run
 
     flags = {"namespace": namespace, "context": context, "kubeconfig": kubeconfig}
     flags |= {"sync_exclude": sync_exclude, "sync_initial": sync_initial, "workdir": remote}
@@ -201,7 +203,7 @@ def sync(
 @target_options
 def ps(all_users: bool, namespace: str | None, context: str | None, kubeconfig: str | None) -> None:
     """List runs: status, age, node, image."""
-    from .manage import list_runs
+    from .run.manage import list_runs
 
     sys.exit(list_runs(_connect(namespace, context, kubeconfig), all_users))
 
@@ -212,7 +214,7 @@ def ps(all_users: bool, namespace: str | None, context: str | None, kubeconfig: 
 @target_options
 def logs(run_name: str, follow: bool, namespace: str | None, context: str | None, kubeconfig: str | None) -> None:
     """Print the driver's log of RUN."""
-    from .manage import show_logs
+    from .run.manage import show_logs
 
     sys.exit(show_logs(_connect(namespace, context, kubeconfig), run_name, follow))
 
@@ -225,7 +227,7 @@ def rm(
     run_names: tuple[str, ...], everything: bool, namespace: str | None, context: str | None, kubeconfig: str | None
 ) -> None:
     """Delete runs (their Jobs and pods)."""
-    from .manage import remove_runs
+    from .run.manage import remove_runs
 
     sys.exit(remove_runs(_connect(namespace, context, kubeconfig), run_names, everything))
 

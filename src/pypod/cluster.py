@@ -39,9 +39,9 @@ except ImportError as exc:  # the usual cause: a driver image without dask
     ) from exc
 
 from .errors import Forbidden, PypodError, UsageError
-from .forward import free_port
 from .kube.status import FATAL_WAITING, explain
 from .kube.workers import LABEL_CLUSTER, WorkerEnd, worker_end, worker_pod_spec
+from .run.forward import free_port
 
 logger = logging.getLogger("pypod.cluster")
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")

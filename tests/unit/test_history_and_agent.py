@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from pypod import agent
 from pypod.agent.session import FrameReader, frame
-from pypod.history import merge_back, read_entries
+from pypod.run.history import merge_back, read_entries
 
 
 def test_merge_back_appends_new_entries_and_keeps_old(tmp_path: Path):

@@ -4,26 +4,23 @@ relay the REPL (interactive) or stream logs and return the exit code (job).
 
 from __future__ import annotations
 
-import contextlib
-import getpass
 import sys
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import agent, history
-from .errors import NotFound, PypodError, StreamError, UsageError
-from .forward import PortForward, free_port
-from .kube.manifests import DRIVER_CONTAINER, RunSpec, driver_job, job_command
-from .names import run_name, validate_run_name
-from .project import Project
-from .settings import Settings
+from .. import agent
+from ..errors import UsageError
+from ..kube.manifests import RunSpec, driver_job, job_command
+from ..names import run_name, validate_run_name
+from ..project import Project
+from ..settings import Settings
+from . import history
+from .driver import LOST_CONNECTION, Driver, history_path, local_user
+from .forward import free_port
+from .output import Output
 
-JOB_PYTHON = "python3"
-# Exit code when the stream to a live REPL is lost for good: the run goes on; reattach.
-LOST_CONNECTION = StreamError.exit_code  # every Python 3 image has it (PEP 394); `python` is missing from Debian's
+JOB_PYTHON = "python3"  # every Python 3 image has it (PEP 394); `python` is missing from Debian's
 
 
 @dataclass(frozen=True)
@@ -92,163 +89,6 @@ def read_template(settings: Settings) -> tuple[str | None, str]:
         raise UsageError(f"cannot read template {path}: {exc.strerror}", hint="check the --template path") from exc
 
 
-def local_user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:
-        return ""
-
-
-class Output:
-    """Status on stderr (a live line on a terminal), program output on stdout."""
-
-    def __init__(self, quiet: bool = False) -> None:
-        from rich.console import Console
-
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
-        self.quiet = quiet
-        self._status: Any = None
-
-    def info(self, message: str) -> None:
-        if not self.quiet:
-            self._clear()
-            self.err.print(message, markup=False)
-
-    def status(self, message: str) -> None:
-        if self.quiet:
-            return
-        if not self.err.is_terminal:
-            return
-        if self._status is None:
-            self._status = self.err.status(message)
-            self._status.start()
-        else:
-            self._status.update(message)
-
-    def _clear(self) -> None:
-        if self._status is not None:
-            self._status.stop()
-            self._status = None
-
-    def done(self) -> None:
-        self._clear()
-
-
-class Session:
-    """One run: its client, target and Job; the I/O around the pure plan."""
-
-    def __init__(self, settings: Settings, out: Output) -> None:
-        from .kube.client import connect
-        from .kube.kubectl import Kubectl, find_kubectl
-
-        self.settings = settings
-        self.out = out
-        self.client, self.target = connect(settings.kubeconfig, settings.context, settings.namespace)
-        self._kubectl_factory = lambda: Kubectl(find_kubectl(), self.target)
-
-    @property
-    def namespace(self) -> str:
-        return self.target.namespace
-
-    @contextlib.contextmanager
-    def api(self, verb: str, resource: str, name: str = "") -> Iterator[None]:
-        from .kube.client import api_errors
-
-        with api_errors(verb, resource, self.namespace, self.target.server, name):
-            yield
-
-    def create_job(self, job: dict[str, Any]) -> None:
-        from lightkube import codecs
-
-        job.setdefault("metadata", {})["namespace"] = self.namespace
-        with self.api("create", "jobs", job["metadata"]["name"]):
-            self.client.create(codecs.from_dict(job), namespace=self.namespace)
-
-    def delete_job(self, name: str) -> None:
-        """Delete the run's Job and, in the background, its pod; gone already is fine."""
-        from lightkube.resources.batch_v1 import Job
-        from lightkube.types import CascadeType
-
-        with contextlib.suppress(NotFound), self.api("delete", "jobs", name):
-            self.client.delete(Job, name, namespace=self.namespace, cascade=CascadeType.BACKGROUND)
-
-    def wait_running(self, name: str, accept_terminated: bool) -> tuple[Any, Any]:
-        """Watch until the pod runs; on failure delete the Job and show its last events."""
-        from .kube.watch import RunWatcher, wait_until_running
-
-        watcher = RunWatcher(self.client, self.namespace, name).start()
-        try:
-            report = wait_until_running(
-                watcher,
-                self.settings.pending_timeout,
-                lambda r, elapsed: self.out.status(f"[{elapsed:4.0f}s] {name}: {r.line}"),
-                accept_terminated=accept_terminated,
-            )
-        except PypodError:
-            self.out.done()
-            for line in watcher.state.event_lines():
-                self.out.info(f"  event: {line}")
-            self.delete_job(name)
-            watcher.stop()
-            raise
-        self.out.done()
-        return watcher, report
-
-    def pod_name(self, watcher: Any) -> str:
-        return watcher.state.pod["metadata"]["name"]
-
-    # -- job mode -----------------------------------------------------------------
-    def follow_logs(self, pod: str, watcher: Any) -> int:
-        with self.api("get", "pods/log", pod):
-            for line in self.client.log(pod, namespace=self.namespace, container=DRIVER_CONTAINER, follow=True):
-                sys.stdout.write(line)
-                sys.stdout.flush()
-        # The log stream ends when the container does; its exit code follows shortly in the status.
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            report = watcher.snapshot()
-            if report.exit_code is not None:
-                return report.exit_code
-            with contextlib.suppress(Exception):
-                watcher.updates.get(timeout=0.5)
-        raise PypodError(f"the log stream of {pod} ended but its exit code never arrived", hint="see `pypod ps`")
-
-    # -- interactive mode -----------------------------------------------------------
-    def relay_repl(
-        self, pod: str, name: str, seed: list[str], history_path: Path | None, env: dict[str, str] | None = None
-    ) -> int:
-        from .terminal import run_terminal
-
-        kubectl = self._kubectl_factory()
-        argv = kubectl.exec_argv(pod, DRIVER_CONTAINER, [agent.ATTACH_ENTRYPOINT])
-        result = run_terminal(
-            argv,
-            history=seed,
-            env=env,
-            on_reconnect=lambda n: self.out.info(f"\r\n[pypod] connection lost; reconnecting (try {n})\r"),
-        )
-        if result.exit_code is None:
-            self.out.info(f"[pypod] lost the connection; the REPL lives on. Reconnect with: pypod attach {name}")
-            return LOST_CONNECTION
-        if history_path is not None:
-            history.merge_back(history_path, result.new_history)
-        return result.exit_code
-
-    def port_forwards(self, pod: str, extra: tuple[str, ...] = ()) -> list[PortForward]:
-        forwards = []
-        kubectl = self._kubectl_factory()
-        for mapping in (*self.settings.port_forwards, *extra):
-            local, _, remote = mapping.partition(":")
-            remote = remote or local
-            forwards.append(PortForward(kubectl.port_forward_argv(pod, f"{local}:{remote}")).start())
-            self.out.info(f"port-forward: http://127.0.0.1:{local} -> {pod}:{remote}")
-        return forwards
-
-
-def history_path(settings: Settings) -> Path:
-    return Path(settings.history_file).expanduser()
-
-
 def start(settings: Settings, project: Project, request: RunRequest, out: Output) -> int:
     """`pypod`, `pypod CODE`, `pypod run SCRIPT`: returns pypod's exit code."""
     import yaml
@@ -270,7 +110,7 @@ def start(settings: Settings, project: Project, request: RunRequest, out: Output
     image = settings.image or ship_image(settings, project, out)
     spec = plan_run(settings, project, request, local_user(), image)
     job = driver_job(spec, template_text, template_source)
-    session = Session(settings, out)
+    session = Driver(settings, out)
     session.create_job(job)
     out.info(f"run {spec.name} created in namespace {session.namespace}")
     try:
@@ -319,8 +159,8 @@ def start(settings: Settings, project: Project, request: RunRequest, out: Output
 
 def ship_image(settings: Settings, project: Project, out: Output) -> str:
     """The dependency image (built once per dependency key), plus the source as a layer."""
-    from .image.deps import ensure_dependency_image
-    from .image.ship import ship_source_image, target_repository
+    from ..image.deps import ensure_dependency_image
+    from ..image.ship import ship_source_image, target_repository
 
     out.status("preparing the project's image")
     deps = ensure_dependency_image(
@@ -336,7 +176,7 @@ def ship_image(settings: Settings, project: Project, out: Output) -> str:
     out.done()
     out.info(deps.summary())
     if settings.no_push:
-        from .image.local import build_local_image
+        from ..image.local import build_local_image
 
         local = build_local_image(
             project, deps, settings.image_repo, settings.builder, report=out.status, platform=settings.platform

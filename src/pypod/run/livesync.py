@@ -11,12 +11,16 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .errors import NotFound, StreamError, UsageError
-from .kube.manifests import DRIVER_CONTAINER
-from .project import Project
-from .settings import Settings
+from ..errors import StreamError, UsageError
+from ..kube.manifests import DRIVER_CONTAINER
+from ..project import Project
+from ..settings import Settings
+
+if TYPE_CHECKING:
+    from .driver import Driver
+    from .output import Output
 
 AGENT_PYTHON = "python3"
 FIRST_SYNC_TIMEOUT_S = 300.0
@@ -39,7 +43,7 @@ def state_file(namespace: str, run: str, pod_uid: str) -> Path:
 def own_files_under(root: Path) -> list[str]:
     """Patterns for pypod's own state and cache when they sit inside the project (a HOME
     inside it): syncing the sync's own state would never settle."""
-    from .image.tag import CACHE_DIR
+    from ..image.tag import CACHE_DIR
 
     patterns = []
     for directory in (STATE_DIR, CACHE_DIR.parent):
@@ -83,7 +87,7 @@ class LiveSync:
 
     def __init__(
         self,
-        session: Any,
+        session: Driver,
         pod: str,
         pod_uid: str,
         run: str,
@@ -91,12 +95,12 @@ class LiveSync:
         settings: Settings,
         report: Callable[[str], None],
     ) -> None:
-        from .agent import stdin_command
-        from .sync.excludes import sync_excludes
-        from .sync.link import AgentLink
-        from .sync.syncer import Syncer
+        from ..agent import stdin_command
+        from ..sync.excludes import sync_excludes
+        from ..sync.link import AgentLink
+        from ..sync.syncer import Syncer
 
-        kubectl = session._kubectl_factory()
+        kubectl = session.kubectl()
         own = own_files_under(project.root)
         agent_argv, preamble = stdin_command(AGENT_PYTHON, "sync")
         argv = kubectl.exec_argv(pod, DRIVER_CONTAINER, agent_argv)
@@ -133,26 +137,16 @@ class LiveSync:
         self.thread.join(15)
 
 
-def running_pod(session: Any, run: str) -> Any:
-    from .manage import driver_pod
-
-    pod = driver_pod(session, run)
-    if pod.status is None or pod.status.phase != "Running":
-        phase = pod.status.phase if pod.status else "unknown"
-        raise NotFound(f"run {run!r} is not running (phase {phase})", hint="start one with `pypod`")
-    return pod
-
-
 def same_project(labels: dict[str, str] | None, project: Project) -> bool:
     """Syncing a folder into another project's pod would mix two projects' files."""
-    from .kube.manifests import LABEL_REPO
-    from .names import label_value
+    from ..kube.manifests import LABEL_REPO
+    from ..names import label_value
 
     return (labels or {}).get(LABEL_REPO) == label_value(project.name)
 
 
 def start_beside_repl(
-    session: Any, pod: dict[str, Any], run: str, project: Project, settings: Settings, out: Any
+    session: Driver, pod: dict[str, Any], run: str, project: Project, settings: Settings, out: Output
 ) -> LiveSync:
     """Start syncing and wait for the first agreement, so the REPL starts on the local code."""
     import sys
@@ -179,9 +173,10 @@ def sync_run(settings: Settings, project: Project, run: str) -> int:
     """`pypod sync RUN`: sync until Ctrl-C, with a status line."""
     from rich.console import Console
 
-    from .session import Output, Session
+    from .driver import Driver, running_pod
+    from .output import Output
 
-    session = Session(settings, Output())
+    session = Driver(settings, Output())
     pod = running_pod(session, run)
     if not same_project(pod.metadata.labels, project):
         raise UsageError(

@@ -22,7 +22,7 @@ import tty
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from .agent.session import FrameReader, frame
+from ..agent.session import FrameReader, frame
 
 PING_EVERY_S = 5.0
 RECONNECT_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import NotFound
-from .kube.manifests import DRIVER_CONTAINER, LABEL_RUN, LABEL_USER, SELECTOR
-from .names import label_value
-from .session import LOST_CONNECTION, Session, history_path, local_user
+from ..errors import NotFound
+from ..kube.manifests import DRIVER_CONTAINER, LABEL_RUN, LABEL_USER, SELECTOR
+from ..names import label_value
+from .driver import LOST_CONNECTION, Driver, driver_pod, history_path, local_user
 
 
 def _selector(all_users: bool) -> dict[str, str]:
@@ -32,25 +32,7 @@ def _age(created: Any) -> str:
     return f"{int(seconds)}s"
 
 
-def run_pods(session: Session, name: str) -> list[Any]:
-    from lightkube.resources.core_v1 import Pod
-
-    with session.api("list", "pods"):
-        return list(session.client.list(Pod, namespace=session.namespace, labels={LABEL_RUN: name}))
-
-
-def driver_pod(session: Session, name: str) -> Any:
-    pods = run_pods(session, name)
-    if not pods:
-        raise NotFound(
-            f"no pod for run {name!r} in namespace {session.namespace!r}",
-            hint="`pypod ps` lists your runs; add -n NAMESPACE if it runs elsewhere",
-        )
-    pods.sort(key=lambda p: p.metadata.creationTimestamp)
-    return pods[-1]
-
-
-def list_runs(session: Session, all_users: bool) -> int:
+def list_runs(session: Driver, all_users: bool) -> int:
     from lightkube.resources.batch_v1 import Job
     from rich.console import Console
     from rich.table import Table
@@ -69,7 +51,7 @@ def list_runs(session: Session, all_users: bool) -> int:
 
     for column in ("RUN", "MODE", "STATUS", "AGE", "NODE", "SYNC", "IMAGE"):
         table.add_column(column)
-    from .kube.status import explain
+    from ..kube.status import explain
 
     for job in sorted(jobs, key=lambda j: j.metadata.creationTimestamp):
         name = job.metadata.name
@@ -93,7 +75,7 @@ def list_runs(session: Session, all_users: bool) -> int:
     return 0
 
 
-def show_logs(session: Session, name: str, follow: bool) -> int:
+def show_logs(session: Driver, name: str, follow: bool) -> int:
     pod = driver_pod(session, name)
     with session.api("get", "pods/log", pod.metadata.name):
         for line in session.client.log(
@@ -104,7 +86,7 @@ def show_logs(session: Session, name: str, follow: bool) -> int:
     return 0
 
 
-def attach_run(session: Session, name: str) -> int:
+def attach_run(session: Driver, name: str) -> int:
     pod = driver_pod(session, name)
     if pod.metadata.labels.get("pypod.dev/mode") != "repl":
         raise NotFound(f"run {name!r} is a job, not a REPL", hint=f"follow it with: pypod logs {name} -f")
@@ -113,8 +95,8 @@ def attach_run(session: Session, name: str) -> int:
         raise NotFound(f"run {name!r} is not running (phase {phase})", hint="start a new one with `pypod`")
     live = None
     if session.settings.sync:
+        from ..project import load_project
         from .livesync import same_project, start_beside_repl
-        from .project import load_project
 
         project = load_project(Path.cwd())
         if same_project(pod.metadata.labels, project):
@@ -131,7 +113,7 @@ def attach_run(session: Session, name: str) -> int:
     return code
 
 
-def remove_runs(session: Session, names: tuple[str, ...], everything: bool) -> int:
+def remove_runs(session: Driver, names: tuple[str, ...], everything: bool) -> int:
     from lightkube.resources.batch_v1 import Job
 
     targets = list(names)

@@ -1,0 +1,182 @@
+"""One run's driver Job and pod: create, wait, logs, the REPL relay, port-forwards.
+Used by the run's orchestrator (session) and by ps/logs/attach/rm (manage)."""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import agent
+from ..errors import NotFound, PypodError, StreamError
+from ..kube.manifests import DRIVER_CONTAINER, LABEL_RUN
+from ..settings import Settings
+from . import history
+from .forward import PortForward
+from .output import Output
+
+if TYPE_CHECKING:
+    from ..kube.kubectl import Kubectl
+
+# Exit code when the stream to a live REPL is lost for good: the run goes on; reattach.
+LOST_CONNECTION = StreamError.exit_code
+
+
+def local_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return ""
+
+
+def history_path(settings: Settings) -> Path:
+    return Path(settings.history_file).expanduser()
+
+
+class Driver:
+    """One run's driver Job and pod on the cluster, reached through the API and kubectl:
+    the I/O around the pure plan."""
+
+    def __init__(self, settings: Settings, out: Output) -> None:
+        from ..kube.client import connect
+
+        self.settings = settings
+        self.out = out
+        self.client, self.target = connect(settings.kubeconfig, settings.context, settings.namespace)
+        self._kubectl: Kubectl | None = None
+
+    def kubectl(self) -> Kubectl:
+        """Found on first use: a job streams its logs through the API and needs no kubectl."""
+        from ..kube.kubectl import Kubectl, find_kubectl
+
+        if self._kubectl is None:
+            self._kubectl = Kubectl(find_kubectl(), self.target)
+        return self._kubectl
+
+    @property
+    def namespace(self) -> str:
+        return self.target.namespace
+
+    @contextlib.contextmanager
+    def api(self, verb: str, resource: str, name: str = "") -> Iterator[None]:
+        from ..kube.client import api_errors
+
+        with api_errors(verb, resource, self.namespace, self.target.server, name):
+            yield
+
+    def create_job(self, job: dict[str, Any]) -> None:
+        from lightkube import codecs
+
+        job.setdefault("metadata", {})["namespace"] = self.namespace
+        with self.api("create", "jobs", job["metadata"]["name"]):
+            self.client.create(codecs.from_dict(job), namespace=self.namespace)
+
+    def delete_job(self, name: str) -> None:
+        """Delete the run's Job and, in the background, its pod; gone already is fine."""
+        from lightkube.resources.batch_v1 import Job
+        from lightkube.types import CascadeType
+
+        with contextlib.suppress(NotFound), self.api("delete", "jobs", name):
+            self.client.delete(Job, name, namespace=self.namespace, cascade=CascadeType.BACKGROUND)
+
+    def wait_running(self, name: str, accept_terminated: bool) -> tuple[Any, Any]:
+        """Watch until the pod runs; on failure delete the Job and show its last events."""
+        from ..kube.watch import RunWatcher, wait_until_running
+
+        watcher = RunWatcher(self.client, self.namespace, name).start()
+        try:
+            report = wait_until_running(
+                watcher,
+                self.settings.pending_timeout,
+                lambda r, elapsed: self.out.status(f"[{elapsed:4.0f}s] {name}: {r.line}"),
+                accept_terminated=accept_terminated,
+            )
+        except PypodError:
+            self.out.done()
+            for line in watcher.state.event_lines():
+                self.out.info(f"  event: {line}")
+            self.delete_job(name)
+            watcher.stop()
+            raise
+        self.out.done()
+        return watcher, report
+
+    def pod_name(self, watcher: Any) -> str:
+        return watcher.state.pod["metadata"]["name"]
+
+    # -- job mode -----------------------------------------------------------------
+    def follow_logs(self, pod: str, watcher: Any) -> int:
+        with self.api("get", "pods/log", pod):
+            for line in self.client.log(pod, namespace=self.namespace, container=DRIVER_CONTAINER, follow=True):
+                sys.stdout.write(line)
+                sys.stdout.flush()
+        # The log stream ends when the container does; its exit code follows shortly in the status.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            report = watcher.snapshot()
+            if report.exit_code is not None:
+                return report.exit_code
+            with contextlib.suppress(Exception):
+                watcher.updates.get(timeout=0.5)
+        raise PypodError(f"the log stream of {pod} ended but its exit code never arrived", hint="see `pypod ps`")
+
+    # -- interactive mode -----------------------------------------------------------
+    def relay_repl(
+        self, pod: str, name: str, seed: list[str], history_path: Path | None, env: dict[str, str] | None = None
+    ) -> int:
+        from .terminal import run_terminal
+
+        kubectl = self.kubectl()
+        argv = kubectl.exec_argv(pod, DRIVER_CONTAINER, [agent.ATTACH_ENTRYPOINT])
+        result = run_terminal(
+            argv,
+            history=seed,
+            env=env,
+            on_reconnect=lambda n: self.out.info(f"\r\n[pypod] connection lost; reconnecting (try {n})\r"),
+        )
+        if result.exit_code is None:
+            self.out.info(f"[pypod] lost the connection; the REPL lives on. Reconnect with: pypod attach {name}")
+            return LOST_CONNECTION
+        if history_path is not None:
+            history.merge_back(history_path, result.new_history)
+        return result.exit_code
+
+    def port_forwards(self, pod: str, extra: tuple[str, ...] = ()) -> list[PortForward]:
+        forwards = []
+        kubectl = self.kubectl()
+        for mapping in (*self.settings.port_forwards, *extra):
+            local, _, remote = mapping.partition(":")
+            remote = remote or local
+            forwards.append(PortForward(kubectl.port_forward_argv(pod, f"{local}:{remote}")).start())
+            self.out.info(f"port-forward: http://127.0.0.1:{local} -> {pod}:{remote}")
+        return forwards
+
+
+def run_pods(driver: Driver, name: str) -> list[Any]:
+    from lightkube.resources.core_v1 import Pod
+
+    with driver.api("list", "pods"):
+        return list(driver.client.list(Pod, namespace=driver.namespace, labels={LABEL_RUN: name}))
+
+
+def driver_pod(driver: Driver, name: str) -> Any:
+    pods = run_pods(driver, name)
+    if not pods:
+        raise NotFound(
+            f"no pod for run {name!r} in namespace {driver.namespace!r}",
+            hint="`pypod ps` lists your runs; add -n NAMESPACE if it runs elsewhere",
+        )
+    pods.sort(key=lambda p: p.metadata.creationTimestamp)
+    return pods[-1]
+
+
+def running_pod(driver: Driver, run: str) -> Any:
+    pod = driver_pod(driver, run)
+    if pod.status is None or pod.status.phase != "Running":
+        phase = pod.status.phase if pod.status else "unknown"
+        raise NotFound(f"run {run!r} is not running (phase {phase})", hint="start one with `pypod`")
+    return pod

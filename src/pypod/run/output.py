@@ -1,0 +1,40 @@
+"""What a run shows the user: status on stderr, one live line on a terminal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Output:
+    """Status on stderr (a live line on a terminal), program output on stdout."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        from rich.console import Console
+
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.quiet = quiet
+        self._status: Any = None
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self._clear()
+            self.err.print(message, markup=False)
+
+    def status(self, message: str) -> None:
+        if self.quiet:
+            return
+        if not self.err.is_terminal:
+            return
+        if self._status is None:
+            self._status = self.err.status(message)
+            self._status.start()
+        else:
+            self._status.update(message)
+
+    def _clear(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+    def done(self) -> None:
+        self._clear()
