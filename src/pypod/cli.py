@@ -6,6 +6,7 @@ starts fast.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -295,9 +296,12 @@ def _route(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from .run.signals import Stopped, stopping_on_signals
+
     args = _route(list(sys.argv[1:] if argv is None else argv))
     try:
-        main_group.main(args=args, prog_name="pypod", standalone_mode=False)
+        with stopping_on_signals():
+            main_group.main(args=args, prog_name="pypod", standalone_mode=False)
     except PypodError as exc:
         click.echo(f"pypod: {exc.one_line()}", err=True)
         sys.exit(exc.exit_code)
@@ -306,7 +310,13 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(64 if exc.exit_code == 2 else exc.exit_code)
-    except click.exceptions.Abort:
+    except (Stopped, click.exceptions.Abort) as exc:
+        # click turns a KeyboardInterrupt (Stopped is one) into Abort; the cause tells which.
+        stopped = exc if isinstance(exc, Stopped) else exc.__cause__
+        if isinstance(stopped, Stopped):
+            with contextlib.suppress(OSError):
+                click.echo(f"pypod: stopped by {stopped.name}", err=True)
+            sys.exit(stopped.exit_code)
         click.echo("pypod: aborted", err=True)
         sys.exit(130)
     except KeyboardInterrupt:

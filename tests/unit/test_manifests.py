@@ -112,3 +112,11 @@ def test_bad_templates_are_explained(text: str, fragment: str):
 def test_job_command_forms():
     assert job_command(["python3"], code="print(1)") == ("python3", "-c", "print(1)")
     assert job_command(["python3", "-u"], script="s.py", args=("a", "--b")) == ("python3", "-u", "s.py", "a", "--b")
+
+
+def test_ttl_setting_applies_to_the_default_template_and_a_templates_own_value_wins():
+    from pypod.kube.template import DEFAULT_TEMPLATE
+
+    assert driver_job(spec(ttl_seconds=7))["spec"]["ttlSecondsAfterFinished"] == 7
+    own = DEFAULT_TEMPLATE.replace("  backoffLimit: 0\n", "  backoffLimit: 0\n  ttlSecondsAfterFinished: 42\n")
+    assert driver_job(spec(ttl_seconds=7), own)["spec"]["ttlSecondsAfterFinished"] == 42

@@ -42,7 +42,6 @@ metadata:
     pypod.dev/repo: $GIT_REPO
 spec:
   backoffLimit: 0
-  ttlSecondsAfterFinished: 300
   template:
     spec:
       restartPolicy: Never

@@ -12,6 +12,8 @@ import subprocess
 import threading
 from collections.abc import Sequence
 
+from .guard import track_child, untrack_child
+
 RESTART_DELAY_S = 0.3
 
 
@@ -34,7 +36,10 @@ class PortForward:
                 if self._stopped.is_set():
                     return
                 self._proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                # Nothing ends a forward on its own: a killed pypod's guard must.
+                track_child(self._proc.pid)
             self._proc.wait()
+            untrack_child(self._proc.pid)
             if self._stopped.wait(RESTART_DELAY_S):
                 return
             self.restarts += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 
@@ -18,7 +19,9 @@ class Output:
     def info(self, message: str) -> None:
         if not self.quiet:
             self._clear()
-            self.err.print(message, markup=False)
+            # A closed terminal (EIO) must not stop the cleanup that follows a SIGHUP.
+            with contextlib.suppress(OSError):
+                self.err.print(message, markup=False)
 
     def status(self, message: str) -> None:
         if self.quiet:
@@ -33,7 +36,8 @@ class Output:
 
     def _clear(self) -> None:
         if self._status is not None:
-            self._status.stop()
+            with contextlib.suppress(OSError):
+                self._status.stop()
             self._status = None
 
     def done(self) -> None:

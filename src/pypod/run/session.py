@@ -18,7 +18,9 @@ from ..settings import Settings
 from . import history
 from .driver import LOST_CONNECTION, Driver, history_path, local_user
 from .forward import free_port
+from .guard import Guard, end_guard, start_guard
 from .output import Output
+from .signals import Stopped, stop_exit_code
 
 JOB_PYTHON = "python3"  # every Python 3 image has it (PEP 394); `python` is missing from Debian's
 
@@ -111,12 +113,32 @@ def start(settings: Settings, project: Project, request: RunRequest, out: Output
     spec = plan_run(settings, project, request, local_user(), image)
     job = driver_job(spec, template_text, template_source)
     session = Driver(settings, out)
-    session.create_job(job)
-    out.info(f"run {spec.name} created in namespace {session.namespace}")
+    guard = start_guard(session.target.kubeconfig, session.target.context, session.namespace)
     try:
+        code = _run(session, guard, spec, job, project, request)
+    except BaseException:
+        end_guard(clean=False)
+        raise
+    end_guard()
+    return code
+
+
+def _run(
+    session: Driver, guard: Guard, spec: RunSpec, job: dict[str, Any], project: Project, request: RunRequest
+) -> int:
+    """From creating the Job to the end of the run; every way out cleans up after it."""
+    settings, out = session.settings, session.out
+    in_repl = False
+    # Armed before the create: a pypod killed while the request is in flight leaves nothing.
+    guard.arm(spec.name)
+    try:
+        session.create_job(job)
+        out.info(f"run {spec.name} created in namespace {session.namespace}")
         watcher, _ = session.wait_running(spec.name, accept_terminated=request.mode == "job")
         pod = session.pod_name(watcher)
         if request.mode == "job":
+            if settings.detach:
+                guard.disarm(spec.name)
             code = session.follow_logs(pod, watcher)
             watcher.stop()
             if not settings.detach:
@@ -135,6 +157,10 @@ def start(settings: Settings, project: Project, request: RunRequest, out: Output
         if notebook:
             token = dict(request.session_env).get("JUPYTER_TOKEN", "")
             out.info(f"JupyterLab: http://127.0.0.1:{notebook[0].split(':')[0]}/lab?token={token}")
+        # From here on the REPL outlives its client for --keep-alive, as it does when
+        # the connection drops: a killed pypod must not take it down.
+        guard.disarm(spec.name)
+        in_repl = True
         try:
             seed = history.seed_entries(history_path(settings))
             code = session.relay_repl(pod, spec.name, seed, history_path(settings), dict(request.session_env))
@@ -147,14 +173,21 @@ def start(settings: Settings, project: Project, request: RunRequest, out: Output
         if code != LOST_CONNECTION:
             session.delete_job(spec.name)
         return code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         out.done()
+        why = f"stopped by {exc.name}" if isinstance(exc, Stopped) else "interrupted"
+        if in_repl:
+            # Only a signal gets here: Ctrl-C in the REPL goes to the remote interpreter.
+            keep = "(--detach)" if settings.detach else f"for {settings.keep_alive:.0f}s without a client"
+            out.info(f"{why}; the REPL lives on {keep}. Reconnect with: pypod attach {spec.name}")
+            return stop_exit_code(exc)
         if settings.detach:
-            out.info(f"detached; the run goes on. Follow it with: pypod logs {spec.name} -f")
-            return 130
-        out.info(f"interrupted; deleting {spec.name}")
+            out.info(f"{why}; detached, the run goes on. Follow it with: pypod logs {spec.name} -f")
+            return stop_exit_code(exc)
         session.delete_job(spec.name)
-        return 130
+        guard.disarm(spec.name)
+        out.info(f"{why}; deleted {spec.name}")
+        return stop_exit_code(exc)
 
 
 def ship_image(settings: Settings, project: Project, out: Output) -> str:

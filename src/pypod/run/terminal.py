@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from ..agent.session import FrameReader, frame
+from .guard import track_child, untrack_child
 
 PING_EVERY_S = 5.0
 RECONNECT_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -103,6 +104,7 @@ def _one_connection(
 ) -> SessionResult | None:
     """One exec stream. Returns the result when the REPL ended, None when the stream broke."""
     proc = subprocess.Popen(exec_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    track_child(proc.pid)
     assert proc.stdin is not None and proc.stdout is not None
     stream_in, stream_out = proc.stdin.fileno(), proc.stdout.fileno()
     rows, cols = terminal_size(in_fd)
@@ -158,3 +160,4 @@ def _one_connection(
             proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(2)
+        untrack_child(proc.pid)

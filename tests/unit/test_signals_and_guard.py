@@ -1,0 +1,108 @@
+"""SIGTERM/SIGHUP as Ctrl-C, and the guard that cleans up after a SIGKILLed pypod."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pypod.run.guard import Guard, read_orders
+from pypod.run.signals import Stopped, stop_exit_code, stopping_on_signals
+
+
+def test_orders_follow_arm_disarm_and_bye() -> None:
+    lines = [
+        json.dumps({"target": {"kubeconfig": "/k", "context": None, "namespace": "ns"}}),
+        json.dumps({"arm": "a"}),
+        json.dumps({"arm": "b"}),
+        json.dumps({"child": 11}),
+        json.dumps({"child": 12}),
+        json.dumps({"gone": 11}),
+        json.dumps({"disarm": "a"}),
+        "not json",
+    ]
+    target, jobs, children, bye = read_orders(lines)
+    assert target == {"kubeconfig": "/k", "context": None, "namespace": "ns"}
+    assert (jobs, children, bye) == ({"b"}, {12}, False)
+    assert read_orders([*lines, json.dumps({"bye": True})])[3] is True
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_signal_raises_stopped_once(signum: int) -> None:
+    with pytest.raises(Stopped) as caught, stopping_on_signals():
+        os.kill(os.getpid(), signum)
+        time.sleep(1)
+    assert caught.value.signum == signum
+    assert stop_exit_code(caught.value) == 128 + signum
+    assert stop_exit_code(KeyboardInterrupt()) == 130
+    # The handlers are restored afterwards.
+    assert signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler)
+
+
+def test_a_second_signal_during_cleanup_is_ignored() -> None:
+    cleaned = False
+    with pytest.raises(Stopped), stopping_on_signals():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        finally:
+            os.kill(os.getpid(), signal.SIGHUP)  # would interrupt the cleanup
+            time.sleep(0.2)
+            cleaned = True
+    assert cleaned
+
+
+def _sleeper() -> subprocess.Popen[bytes]:
+    # Its own session, as a kubectl port-forward outlives a killed pypod.
+    return subprocess.Popen(["sleep", "60"], start_new_session=True)
+
+
+def test_guard_ends_tracked_children_when_pypod_hangs_up_without_bye() -> None:
+    child = _sleeper()
+    guard = Guard(None, None, "default")
+    guard.child(child.pid)
+    guard.abandon()  # what the kernel does for a SIGKILLed pypod: stdin closes
+    assert child.wait(10) == -signal.SIGTERM
+    assert guard.proc.returncode == 0
+
+
+def test_guard_does_nothing_after_bye() -> None:
+    child = _sleeper()
+    try:
+        guard = Guard(None, None, "default")
+        guard.child(child.pid)
+        guard.close()
+        assert guard.proc.returncode == 0
+        time.sleep(0.3)
+        assert child.poll() is None
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_guard_survives_the_signals_that_stop_pypod() -> None:
+    child = _sleeper()
+    guard = Guard(None, None, "default")
+    guard.child(child.pid)
+    time.sleep(0.5)  # let it install its handlers
+    for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+        guard.proc.send_signal(signum)
+    time.sleep(0.2)
+    assert guard.proc.poll() is None
+    guard.abandon()
+    assert child.wait(10) == -signal.SIGTERM
+
+
+def test_guard_process_imports_only_the_standard_library_until_it_must_act() -> None:
+    probe = (
+        "import sys, runpy; sys.stdin = open('/dev/null'); sys.argv=['guard'];"
+        "import pypod.run.guard as g; g.read_orders([]);"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightkube', 'rich', 'httpx', 'yaml', 'click')))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
