@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import agent
-from ..errors import UsageError
+from ..errors import PypodError, UsageError
 from ..kube.manifests import RunSpec, driver_job, job_command
 from ..names import run_name, validate_run_name
 from ..project import Project
@@ -132,7 +132,11 @@ def _run(
     # Armed before the create: a pypod killed while the request is in flight leaves nothing.
     guard.arm(spec.name)
     try:
-        session.create_job(job)
+        try:
+            session.create_job(job)
+        except PypodError:
+            guard.disarm(spec.name)  # refused: there is nothing to clean up
+            raise
         out.info(f"run {spec.name} created in namespace {session.namespace}")
         watcher, _ = session.wait_running(spec.name, accept_terminated=request.mode == "job")
         pod = session.pod_name(watcher)
