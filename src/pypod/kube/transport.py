@@ -224,7 +224,7 @@ class _KubeConnection(Generic[Inner]):
     def _prepare(self, request: httpx2.Request, credential: Credential | None) -> None:
         if self._headers:
             names = {name.lower() for name, _ in self._headers}
-            kept = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in names]
+            kept: list[tuple[str, str]] = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in names]
             request.headers = httpx2.Headers([*kept, *self._headers])
         if credential is not None and credential.token:
             request.headers["Authorization"] = f"Bearer {credential.token}"
