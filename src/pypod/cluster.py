@@ -96,13 +96,14 @@ class _PodManager:
         self.log_tasks: dict[str, asyncio.Task[None]] = {}
 
     async def start(self) -> None:
-        from lightkube import AsyncClient
         from lightkube.resources.core_v1 import Pod
 
+        from .kube.client import connect_async
         from .kube.watch import prime_decoders
 
         prime_decoders(Pod)
-        self.client = AsyncClient(namespace=self.cluster.namespace, field_manager="pypod-cluster")
+        # kubectl's rules (merged $KUBECONFIG, exec plugins), else the pod's service account.
+        self.client = connect_async(self.cluster.namespace, field_manager="pypod-cluster")
         self.tasks = [asyncio.create_task(self._watch()), asyncio.create_task(self._enforce_pending_timeout())]
 
     def manifest(self, name: str, scheduler: str) -> dict[str, Any]:

@@ -6,20 +6,34 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import AlreadyExists, ClusterUnreachable, Forbidden, KubeconfigError, NotFound, PypodError
+from .kubeconfig import (
+    ClusterSpec,
+    Selection,
+    UserSpec,
+    kubeconfig_files,
+    merge_kubeconfigs,
+    read_kubeconfig_files,
+    select_context,
+)
 
-DEFAULT_KUBECONFIG = "~/.kube/config"
-IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+IN_CLUSTER = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+IN_CLUSTER_TOKEN = IN_CLUSTER / "token"
 RBAC_HINT = "ask an admin for the minimal Role that `pypod rbac` prints, or use another --namespace"
 
 
 @dataclass(frozen=True)
 class KubeTarget:
-    """Where pypod talks to: the kubeconfig file (None: in-cluster), context and namespace."""
+    """Where pypod talks to, and how the kubectl it starts finds the same place.
+
+    `kubeconfig` is the --kubeconfig file to pass on (None: kubectl reads $KUBECONFIG,
+    all of its files, or ~/.kube/config, or the pod's service account, as pypod did);
+    `context` is the context pypod chose, passed on so both agree.
+    """
 
     kubeconfig: str | None
     context: str | None
@@ -27,57 +41,103 @@ class KubeTarget:
     server: str
 
 
-def kubeconfig_path(explicit: str | None) -> Path | None:
-    """kubectl's order: --kubeconfig, then $KUBECONFIG (first existing entry), then ~/.kube/config."""
-    if explicit:
-        return Path(explicit).expanduser()
-    env = os.environ.get("KUBECONFIG")
-    if env:
-        paths = [Path(p).expanduser() for p in env.split(os.pathsep) if p]
-        return next((p for p in paths if p.exists()), paths[0] if paths else None)
-    default = Path(DEFAULT_KUBECONFIG).expanduser()
-    return default
+def load_selection(kubeconfig: str | None, context: str | None, environ: Mapping[str, str] | None = None) -> Selection:
+    """The cluster and user pypod talks to, by kubectl's rules: kubeconfig files merged, else in-cluster."""
+    env = os.environ if environ is None else environ
+    paths, from_env = kubeconfig_files(kubeconfig, env)
+    files = read_kubeconfig_files(paths, explicit=bool(kubeconfig))
+    if files:
+        source = str(files[0][0]) if len(files) == 1 else "the merged $KUBECONFIG files"
+        return select_context(merge_kubeconfigs(files), context, source)
+    if IN_CLUSTER_TOKEN.exists() and not kubeconfig:
+        return in_cluster_selection(env)
+    shown = os.pathsep.join(str(p) for p in paths)
+    raise KubeconfigError(
+        f"no kubeconfig at {shown}" + (" (from $KUBECONFIG)" if from_env else ""),
+        hint="point KUBECONFIG at your cluster's config, or start a local one: "
+        "`python -m harness up` then `eval $(python -m harness env)`",
+    )
+
+
+def in_cluster_selection(environ: Mapping[str, str]) -> Selection:
+    """The pod's service account, as client-go's InClusterConfig reads it (the token file is re-read)."""
+    host, port = environ.get("KUBERNETES_SERVICE_HOST"), environ.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        raise KubeconfigError(
+            "in a pod without KUBERNETES_SERVICE_HOST/PORT and without a kubeconfig",
+            hint="set KUBECONFIG, or run where the pod's service links are enabled",
+        )
+    if ":" in host:
+        host = f"[{host}]"
+    namespace_file = IN_CLUSTER / "namespace"
+    return Selection(
+        context="in-cluster",
+        namespace=namespace_file.read_text().strip() if namespace_file.exists() else None,
+        cluster_name="in-cluster",
+        cluster=ClusterSpec(server=f"https://{host}:{port}", ca_file=str(IN_CLUSTER / "ca.crt")),
+        user_name="service account",
+        user=UserSpec(token_file=str(IN_CLUSTER_TOKEN)),
+        source="the pod's service account",
+        in_cluster=True,
+    )
+
+
+def _lightkube_config(selection: Selection, namespace: str):  # type: ignore[no-untyped-def]
+    """All lightkube needs to build URLs; TLS and credentials are the transport's."""
+    from lightkube.config.kubeconfig import SingleConfig
+    from lightkube.config.models import Cluster, Context, User
+
+    return SingleConfig(
+        context_name=selection.context,
+        context=Context(cluster=selection.cluster_name, namespace=namespace),
+        # lightkube builds an SSL context from this which httpx never uses (a given transport
+        # is used as is, and trust_env=False mounts no proxies); insecure only spares it
+        # loading the system trust store (~50 ms). Verification is the transport's: see
+        # tests/integration/test_kubeconfig.py, where a wrong server name still fails.
+        cluster=Cluster(server=selection.cluster.server, insecure=True),
+        user=User(),
+    )
 
 
 def connect(kubeconfig: str | None, context: str | None, namespace: str | None):  # type: ignore[no-untyped-def]
     """A lightkube Client and the KubeTarget it points at."""
-    from lightkube import Client, KubeConfig
-    from lightkube.core.exceptions import ConfigError
+    from lightkube import Client
 
-    path = kubeconfig_path(kubeconfig)
-    if path is not None and path.exists():
-        try:
-            config = KubeConfig.from_file(path)
-        except Exception as exc:
-            raise KubeconfigError(
-                f"cannot read kubeconfig {path}: {exc}", hint="fix the file or set KUBECONFIG"
-            ) from exc
-        try:
-            single = config.get(context_name=context)
-        except ConfigError:
-            single = None
-        if single is None:
-            known = ", ".join(sorted(getattr(config, "contexts", {}) or {})) or "none"
-            raise KubeconfigError(
-                f"context {context!r} is not in {path}",
-                hint=f"known contexts: {known}; pick one with --context",
-            )
-        target_file: str | None = str(path)
-    elif IN_CLUSTER_TOKEN.exists() and not kubeconfig:
-        try:
-            single = KubeConfig.from_service_account().get()
-        except ConfigError as exc:
-            raise KubeconfigError(f"in-cluster configuration failed: {exc}") from exc
-        target_file = None
-    else:
-        raise KubeconfigError(
-            f"no kubeconfig at {path}" + (" (from $KUBECONFIG)" if os.environ.get("KUBECONFIG") else ""),
-            hint="point KUBECONFIG at your cluster's config, or start a local one: "
-            "`python -m harness up` then `eval $(python -m harness env)`",
-        )
-    ns = namespace or single.namespace or "default"
-    client = Client(single, namespace=ns, field_manager="pypod")
-    return client, KubeTarget(target_file, single.context_name if target_file else None, ns, single.cluster.server)
+    from .transport import KubeTransport
+
+    selection = load_selection(kubeconfig, context)
+    ns = namespace or selection.namespace or "default"
+    client = Client(
+        _lightkube_config(selection, ns),
+        namespace=ns,
+        field_manager="pypod",
+        trust_env=False,  # the transport applies the proxy environment, as kubectl does
+        transport=KubeTransport(selection),
+    )
+    target = KubeTarget(
+        str(Path(kubeconfig).expanduser()) if kubeconfig else None,
+        None if selection.in_cluster else selection.context,
+        ns,
+        selection.cluster.server,
+    )
+    return client, target
+
+
+def connect_async(namespace: str | None, field_manager: str, kubeconfig: str | None = None, context: str | None = None):  # type: ignore[no-untyped-def]
+    """A lightkube AsyncClient by the same rules as `connect`."""
+    from lightkube import AsyncClient
+
+    from .transport import AsyncKubeTransport
+
+    selection = load_selection(kubeconfig, context)
+    ns = namespace or selection.namespace or "default"
+    return AsyncClient(
+        _lightkube_config(selection, ns),
+        namespace=ns,
+        field_manager=field_manager,
+        trust_env=False,
+        transport=AsyncKubeTransport(selection),
+    )
 
 
 @contextlib.contextmanager
@@ -90,11 +150,25 @@ def api_errors(verb: str, resource: str, namespace: str, server: str = "", name:
         yield
     except ApiError as exc:
         raise translate_api_error(exc, verb, resource, namespace, name) from exc
-    except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.ReadTimeout, httpx2.RemoteProtocolError) as exc:
+    except (
+        httpx2.ConnectError,
+        httpx2.ConnectTimeout,
+        httpx2.ReadTimeout,
+        httpx2.RemoteProtocolError,
+        httpx2.ProxyError,
+    ) as exc:
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            hint = (
+                "the server's certificate does not match the kubeconfig's certificate-authority "
+                "(or tls-server-name); fix those, or get a fresh kubeconfig from your cluster"
+            )
+        else:
+            hint = (
+                "check that the cluster is up and reachable (`kubectl cluster-info`); "
+                "for the local harness: `python -m harness up`"
+            )
         raise ClusterUnreachable(
-            f"cannot reach the Kubernetes API{' at ' + server if server else ''}: {exc}",
-            hint="check that the cluster is up and reachable (`kubectl cluster-info`); "
-            "for the local harness: `python -m harness up`",
+            f"cannot reach the Kubernetes API{' at ' + server if server else ''}: {exc}", hint=hint
         ) from exc
 
 
