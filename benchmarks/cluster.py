@@ -27,6 +27,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+try:  # the scheduler runs in this process: the `bench` extra brings it
+    from importlib.metadata import version
+
+    DISTRIBUTED = version("distributed")
+except ImportError:
+    sys.exit("benchmarks/cluster.py needs dask's distributed here: pip install -e '.[bench]'")
+
 from harness import cluster as harness_cluster  # noqa: E402
 from harness.layout import BRIDGE_IP, Layout  # noqa: E402
 
@@ -108,7 +115,8 @@ def dask_image(info) -> str:  # type: ignore[no-untyped-def]
 
     root = Path(tempfile.mkdtemp()) / "daskbench"
     root.mkdir()
-    (root / "requirements.txt").write_text("distributed==2026.8.0\n")
+    # The workers' distributed is the scheduler's, so their protocol versions agree.
+    (root / "requirements.txt").write_text(f"distributed=={DISTRIBUTED}\n")
     deps = ensure_dependency_image(load_project(root), info.base_image, ImageRef.parse(f"{info.registry}/bench-dask"))
     shutil.rmtree(root.parent)
     return deps.reference
