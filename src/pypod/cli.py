@@ -31,6 +31,10 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--no-push", is_flag=True, default=None, help="Keep the built image in the builder's store (shared node)."
         ),
+        click.option("--no-dev", is_flag=True, default=None, help="Leave development dependencies out of the image."),
+        click.option(
+            "--build-arg", "build_args", multiple=True, help="KEY=VALUE for the project's own Dockerfile (repeatable)."
+        ),
         click.option("--namespace", "-n", help="Namespace (default: the context's, else 'default')."),
         click.option("--context", help="kubeconfig context."),
         click.option("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)."),
@@ -70,6 +74,7 @@ def _settings(flags: dict[str, Any]):  # type: ignore[no-untyped-def]
     flags = dict(flags)
     flags["env"] = tuple(parse_pairs(flags.get("env") or (), "env"))
     flags["labels"] = tuple(parse_pairs(flags.get("labels") or (), "label"))
+    flags["build_args"] = tuple(parse_pairs(flags.get("build_args") or (), "build-arg"))
     settings = resolve(flags, os.environ, read_pyproject(project.root))
     return settings, project
 
@@ -265,25 +270,57 @@ def rbac(namespace: str, user: str | None, service_account: str) -> None:
 @click.option("--base-image", help="Base for the built image.")
 @click.option("--dockerfile", help="Build dependencies from this Dockerfile.")
 @click.option("--platform", help="os/arch to build for (default linux/amd64).")
-def plan(base_image: str | None, dockerfile: str | None, platform: str | None) -> None:
+@click.option("--no-dev", is_flag=True, default=None, help="Leave development dependencies out.")
+def plan(base_image: str | None, dockerfile: str | None, platform: str | None, no_dev: bool | None) -> None:
     """Show the environment spec found, and the dependency build it gives."""
     from .image.detect import detect
     from .image.dockerfile import SUPPORTED, render
 
-    settings, project = _settings({"base_image": base_image, "dockerfile": dockerfile, "platform": platform})
+    flags = {"base_image": base_image, "dockerfile": dockerfile, "platform": platform, "no_dev": no_dev}
+    settings, project = _settings(flags)
     spec = detect(project.root, settings.dockerfile)
     click.echo(f"project:      {project.root}")
     click.echo(f"environment:  {spec.kind}: {spec.reason}")
     click.echo(f"files:        {', '.join(spec.files) or '-'}")
-    click.echo(f"python:       {spec.python_version or 'from the base image'}")
+    for line in _python_lines(spec, settings.base_image, settings.platform):
+        click.echo(line)
+    if spec.kind not in ("dockerfile", "conda", "none", "requirements", "setup.py"):
+        dev = "left out (--no-dev)" if settings.no_dev else "installed (--no-dev leaves them out)"
+        click.echo(f"dev deps:     {dev}")
     click.echo(f"base image:   {settings.base_image}")
     click.echo(f"platform:     {settings.platform}")
     if spec.kind in SUPPORTED and spec.kind != "none":
         files = {name: (project.root / name).read_bytes() for name in spec.files}
-        build = render(spec, settings.base_image, files, settings.platform)
+        build = render(spec, settings.base_image, files, settings.platform, include_dev=not settings.no_dev)
         click.echo(f"dependency image tag: {build.tag} (the base's digest is part of the key when built)")
         click.echo("generated Containerfile:")
         click.echo("".join(f"  {line}\n" for line in build.containerfile.splitlines()), nl=False)
+
+
+def _python_lines(spec: Any, base_image: str, platform: str) -> list[str]:
+    """`python:` of `pypod plan`: what the project asks for, and what the base has when known."""
+    from .image.deps import base_python_version
+    from .image.pyversion import OWN_PYTHON, mismatch_warning
+    from .image.registry import RegistryError, resolve_digest
+
+    if spec.kind in OWN_PYTHON:
+        where = "the project's Dockerfile" if spec.kind == "dockerfile" else "the conda environment"
+        return [f"python:       from {where}"]
+    if not spec.python_version:
+        return ["python:       the base image's (the project asks for no version)"]
+    asked = f"{spec.python_version} (asked by {spec.python_source})"
+    try:
+        have = base_python_version(resolve_digest(base_image), platform)
+    except (RegistryError, OSError):
+        have = None
+    base = (
+        f"the base image has {have}"
+        if have
+        else "the base image's is not known (its config names none, no build saw it)"
+    )
+    lines = [f"python:       {asked}; {base}"]
+    warning = mismatch_warning(spec, base_image, have)
+    return [*lines, f"              {warning}"] if warning else lines
 
 
 def _route(argv: list[str]) -> list[str]:

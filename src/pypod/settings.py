@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ProjectError, UsageError
+from .image.buildargs import check_build_args
 from .image.registry import DEFAULT_PLATFORM
 from .quantity import check_quantity
 
@@ -42,6 +43,8 @@ class Settings:
     builder: str | None = None  # docker, podman or buildah; None: the first found
     dockerfile: str | None = None
     no_push: bool = False  # build into the builder's store only, for a cluster sharing it
+    no_dev: bool = False  # leave development dependencies (dev groups, [dev-packages]) out of the image
+    build_args: tuple[tuple[str, str], ...] = ()  # --build-arg for a project's own Dockerfile; never secrets
     platform: str = DEFAULT_PLATFORM  # the cluster nodes' os/arch, not the laptop's (buildx's --platform)
     cpu: str | None = None
     memory: str | None = None
@@ -159,6 +162,7 @@ def resolve(
         raise UsageError(
             f"platform must be os/arch[/variant], got {settings.platform!r}", hint="e.g. --platform linux/arm64"
         )
+    check_build_args(settings.build_args)
     if settings.gpu < 0:
         raise UsageError(f"--gpu must be 0 or more, got {settings.gpu}", hint="e.g. --gpu 1")
     return settings

@@ -28,6 +28,10 @@ def touch(root: Path, *names: str, text: str = "") -> None:
         (["poetry.lock", "pyproject.toml", "requirements.txt"], "poetry"),
         (["pdm.lock", "requirements.txt"], "pdm"),
         (["Pipfile.lock", "requirements.txt"], "pipenv"),
+        (["Pipfile.lock", "Pipfile", "requirements.txt"], "pipenv"),
+        (["poetry.lock", "Pipfile"], "poetry"),
+        (["environment.yml", "Pipfile"], "conda"),
+        (["Pipfile", "requirements.txt", "setup.py", "pyproject.toml"], "pipfile"),
         (["requirements-dev.txt", "requirements.txt", "setup.py"], "requirements"),
         (["setup.py"], "setup.py"),
         ([], "none"),
@@ -109,25 +113,36 @@ groups = ["dev"]
 
 PIPFILE_LOCK = (
     '{"default": {"six": {"version": "==1.16.0", "markers": "python_version >= \'3.8\'"}}, '
-    '"develop": {"pytest": {"version": "==8.0.0"}}}'
+    '"develop": {"tomli": {"version": "==2.0.1"}, "six": {"version": "==1.16.0"}}}'
 )
 
 
 @pytest.mark.parametrize(
-    "kind, name, text, expected",
+    "kind, name, text, runtime, dev",
     [
-        ("poetry", "poetry.lock", POETRY_LOCK, 'attrs==23.1.0\nsix==1.16.0 ; python_version >= "3.8"\n'),
-        ("pdm", "pdm.lock", PDM_LOCK, "six==1.16.0\n"),
-        ("pipenv", "Pipfile.lock", PIPFILE_LOCK, "six==1.16.0 ; python_version >= '3.8'\n"),
+        (
+            "poetry",
+            "poetry.lock",
+            POETRY_LOCK,
+            'attrs==23.1.0\nsix==1.16.0 ; python_version >= "3.8"\n',
+            "pytest==8.0.0",
+        ),
+        ("pdm", "pdm.lock", PDM_LOCK, "six==1.16.0\n", "ruff==0.6.0"),
+        ("pipenv", "Pipfile.lock", PIPFILE_LOCK, "six==1.16.0 ; python_version >= '3.8'\n", "tomli==2.0.1"),
     ],
 )
-def test_lockfiles_become_exact_runtime_pins(tmp_path: Path, kind: str, name: str, text: str, expected: str):
+def test_lockfiles_become_exact_pins_dev_groups_included_unless_no_dev(
+    tmp_path: Path, kind: str, name: str, text: str, runtime: str, dev: str
+):
     touch(tmp_path, name, text=text)
     spec = detect(tmp_path)
     assert spec.kind == kind
     build = render(spec, "b@sha256:1", {name: text.encode()})
-    assert build.context_files["requirements.txt"].decode() == expected
+    assert sorted(build.context_files["requirements.txt"].decode().splitlines()) == sorted([*runtime.splitlines(), dev])
     assert "uv pip install" in build.containerfile
+    without = render(spec, "b@sha256:1", {name: text.encode()}, include_dev=False)
+    assert without.context_files["requirements.txt"].decode() == runtime
+    assert without.key != build.key  # the dependency key covers the choice
 
 
 def test_lockfile_sources_pypod_cannot_translate_are_named():
@@ -168,7 +183,7 @@ def test_setup_py_dependencies_are_read_by_egg_info_in_the_build(tmp_path: Path)
     spec = detect(tmp_path)
     assert spec.files == ("setup.py", "setup.cfg")
     build = render(spec, "b@sha256:1", {"setup.py": b"a", "setup.cfg": b"b"})
-    assert set(build.context_files) == {"setup.py", "setup.cfg"}
+    assert set(build.context_files) == {"setup.py", "setup.cfg", "pypod-requires.py"}
     assert "egg_info" in build.containerfile
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -76,14 +77,21 @@ def _engine_running(docker: str) -> bool:
         return False
 
 
-def base_registries(containerfile: str) -> set[str]:
-    """The registries of the images a Containerfile starts from or copies from."""
+def base_registries(containerfile: str, build_args: tuple[tuple[str, str], ...] = ()) -> set[str]:
+    """The registries of the images a Containerfile starts from or copies from, with
+    `$NAME` / `${NAME}` taken from `build_args`, else from the ARG's default."""
     found = set()
     stages = set()
+    values = {}
     for line in containerfile.splitlines():
         words = line.split()
         if not words:
             continue
+        if words[0].upper() == "ARG" and len(words) > 1:
+            name, _, default = words[1].partition("=")
+            values.setdefault(name, default)
+        values.update(build_args)
+        words = [re.sub(r"\$\{?(\w+)\}?", lambda m: values.get(m.group(1), m.group(0)), w) for w in words]
         refs = []
         if words[0].upper() == "FROM":
             args = [w for w in words[1:] if not w.startswith("--")]
@@ -154,9 +162,12 @@ def build_commands(
     push: bool,
     cache_ref: str | None,
     platform: str = DEFAULT_PLATFORM,
+    build_args: tuple[tuple[str, str], ...] = (),
 ) -> list[list[str]]:
-    """Pure: the builder's commands that build `ref` (and push it, with push=True)."""
+    """Pure: the builder's commands that build `ref` (and push it, with push=True).
+    `build_args` become `--build-arg K=V`, which all three builders take."""
     insecure = is_insecure(ref.split("/", 1)[0])
+    args = [f"--build-arg={key}={value}" for key, value in build_args]
     if builder.name == "docker":
         tls = ",registry.insecure=true" if insecure else ""
         output = [f"--output=type=image,name={ref},push=true{tls}"] if push else ["-t", ref, "--load"]
@@ -173,15 +184,15 @@ def build_commands(
             ]
         # No --network host here: a remote or kubernetes builder may not allow that
         # entitlement, and the builder's own network reaches the package indexes.
-        build = [builder.binary, "buildx", "build", "--platform", platform, *secrets]
+        build = [builder.binary, "buildx", "build", "--platform", platform, *args, *secrets]
         build += ["-f", str(dockerfile)]
         return [[*build, *output, *cache, "--metadata-file", str(digest_file), str(context)]]
     verb = "build" if builder.name == "podman" else "bud"
     # Pulls from a plain-HTTP loopback registry need TLS off; only when every base
     # image comes from one, so no public pull goes unverified.
-    bases = base_registries(containerfile)
+    bases = base_registries(containerfile, build_args)
     plain = ["--tls-verify=false"] if bases and all(is_insecure(r) for r in bases) else []
-    build = [builder.binary, verb, "--platform", platform, "--network", "host", *plain, *secrets]
+    build = [builder.binary, verb, "--platform", platform, "--network", "host", *plain, *args, *secrets]
     build += ["-f", str(dockerfile)]
     commands = [[*build, "-t", ref, str(context)]]
     if push:
@@ -226,6 +237,7 @@ def build_and_push(
     log: Path | None = None,
     cache_ref: str | None = None,
     platform: str = DEFAULT_PLATFORM,
+    build_args: tuple[tuple[str, str], ...] = (),
 ) -> str | None:
     """Build `ref` from `containerfile` in `context`, push it, return its digest
     (None with push=False). `cache_ref` names a registry build cache, for builders
@@ -242,7 +254,17 @@ def build_and_push(
         digest_file = Path(secrets_dir) / "digest"
         secrets = ["--secret", f"id=pypod_env,src={secret_file}", "--secret", f"id=ca,src={ca_file}"]
         commands = build_commands(
-            builder, containerfile, dockerfile, context, ref, secrets, digest_file, push, cache_ref, platform
+            builder,
+            containerfile,
+            dockerfile,
+            context,
+            ref,
+            secrets,
+            digest_file,
+            push,
+            cache_ref,
+            platform,
+            build_args,
         )
         for command in commands:
             _run(command, log)

@@ -209,6 +209,9 @@ def ship_image(settings: Settings, project: Project, out: Output) -> str:
         report=out.status,
         push=not settings.no_push,
         platform=settings.platform,
+        no_dev=settings.no_dev,
+        build_args=settings.build_args,
+        warn=out.info,
     )
     out.done()
     out.info(deps.summary())
