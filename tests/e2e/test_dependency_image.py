@@ -75,25 +75,52 @@ def test_requirements_project_runs_in_a_pod_and_under_podman(env, tmp_path):
     assert "dependencies: built and pushed" in rebuilt.stderr
 
 
-def test_pyproject_and_uv_lock_projects(env, tmp_path):
-    pyproject = (
-        '[project]\nname = "lockme"\nversion = "0.1.0"\nrequires-python = ">=3.8"\ndependencies = ["six==1.16.0"]\n'
+GROUPED = """\
+[project]
+name = "lockme"
+version = "0.1.0"
+requires-python = ">=3.8"
+dependencies = ["six==1.16.0"]
+
+[dependency-groups]
+test = ["iniconfig"]
+dev = [{include-group = "test"}]
+lint = ["tomli"]
+docs = ["sphinx"]
+
+[tool.uv]
+default-groups = ["dev", "lint"]
+"""
+
+
+def found(*modules: str) -> str:
+    """Lines of a main.py that print which of `modules` the image has."""
+    return "import importlib.util as u\n" + "".join(
+        f"print('{m} installed:', u.find_spec('{m}') is not None)\n" for m in modules
     )
-    plain = project(tmp_path / "plain", **{"pyproject.toml": pyproject, "main.py": MAIN})
+
+
+def test_pyproject_and_uv_lock_projects_with_their_default_dependency_groups(env, tmp_path):
+    # PEP 735 groups: uv's default groups (here dev, with its include-group, and lint) are
+    # installed from a plain pyproject.toml as `uv sync` installs them from uv.lock.
+    main = MAIN + found("iniconfig", "tomli", "sphinx")
+    plain = project(tmp_path / "plain", **{"pyproject.toml": GROUPED, "main.py": main})
     result = run_cli(["run", "main.py"], env, cwd=plain, timeout=600)
     assert result.returncode == 0, result.stderr
-    assert "[project] lists 1 dependencies" in result.stderr
+    assert "[project] lists 1 dependencies and 2 dev dependencies" in result.stderr
     assert "six 1.16.0" in result.stdout
+    assert "iniconfig installed: True\ntomli installed: True\nsphinx installed: False" in result.stdout
 
-    locked = project(tmp_path / "locked", **{"pyproject.toml": pyproject, "main.py": MAIN})
+    locked = project(tmp_path / "locked", **{"pyproject.toml": GROUPED, "main.py": main})
     subprocess.run(["uv", "lock", "-q"], cwd=locked, check=True)
     result = run_cli(["run", "main.py"], env, cwd=locked, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "uv.lock pins the environment" in result.stderr
     assert "six 1.16.0" in result.stdout
+    assert "iniconfig installed: True\ntomli installed: True\nsphinx installed: False" in result.stdout
 
     # A lock out of step with pyproject.toml is explained, not silently re-resolved.
-    (locked / "pyproject.toml").write_text(pyproject.replace("six==1.16.0", "six==1.17.0"))
+    (locked / "pyproject.toml").write_text(GROUPED.replace("six==1.16.0", "six==1.17.0"))
     stale = run_cli(["run", "main.py"], env, cwd=locked, timeout=600)
     assert stale.returncode == 76, stale.stderr
     assert "uv lock" in stale.stderr
@@ -262,7 +289,7 @@ content-hash = "0"
 """
 
 
-def test_a_poetry_lock_installs_exactly_its_runtime_pins(env, tmp_path):
+def test_a_poetry_lock_installs_exactly_its_pins_with_its_dev_group(env, tmp_path):
     root = project(
         tmp_path / "poetic",
         **{
@@ -276,7 +303,7 @@ def test_a_poetry_lock_installs_exactly_its_runtime_pins(env, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "poetry.lock pins the environment" in result.stderr
     assert "six 1.16.0" in result.stdout
-    assert "dev installed: False" in result.stdout
+    assert "dev installed: True" in result.stdout  # `poetry install` installs non-optional groups
 
 
 def test_a_setup_py_project_gets_its_install_requires(env, tmp_path):
@@ -298,12 +325,14 @@ def test_a_setup_py_project_gets_its_install_requires(env, tmp_path):
         ("Pipfile.lock", PIPFILE_LOCK, "Pipfile.lock pins the environment"),
     ],
 )
-def test_pdm_and_pipfile_locks_install_their_runtime_pins_in_a_pod(env, tmp_path, lockfile, text, reason):  # type: ignore[no-untyped-def]
-    root = project(tmp_path / lockfile.split(".")[0].lower(), **{lockfile: text, "main.py": MAIN})
+def test_pdm_and_pipfile_locks_install_their_pins_dev_included_in_a_pod(env, tmp_path, lockfile, text, reason):  # type: ignore[no-untyped-def]
+    main = MAIN + found("iniconfig" if lockfile == "pdm.lock" else "tomli")
+    root = project(tmp_path / lockfile.split(".")[0].lower(), **{lockfile: text, "main.py": main})
     result = run_cli(["run", "main.py"], env, cwd=root, timeout=600)
     assert result.returncode == 0, result.stderr
     assert reason in result.stderr
     assert "six 1.16.0" in result.stdout
+    assert "installed: True" in result.stdout  # the dev group (pdm) and develop (Pipfile.lock)
 
 
 def test_a_projects_own_dockerfile_is_built_as_given_and_runs_in_a_pod(env, cluster, tmp_path):  # type: ignore[no-untyped-def]
@@ -319,3 +348,145 @@ def test_a_projects_own_dockerfile_is_built_as_given_and_runs_in_a_pod(env, clus
     assert result.returncode == 0, result.stderr
     assert "Dockerfile" in result.stderr.split("dependencies:")[1].splitlines()[0]  # it won over requirements.txt
     assert "six 1.16.0" in result.stdout
+
+
+# Where python, and which: the venv's (sys.prefix /opt/venv), also for `#!/usr/bin/env python`.
+PYTHON_CHECK = """\
+import os, shutil, subprocess, sys
+print('python on PATH:', shutil.which('python'))
+print('python prefix:', subprocess.run(['python', '-c', 'import sys; print(sys.prefix)'],
+      capture_output=True, text=True).stdout.strip())
+print('shebang script:', subprocess.run(['./tool.py'], capture_output=True, text=True).stdout.strip())
+"""
+TOOL = "#!/usr/bin/env python\nimport sys\nprint('tool ran by', sys.executable)\n"
+
+SELF_PIPFILE = """\
+[[source]]
+url = "https://pypi.org/simple"
+verify_ssl = true
+name = "pypi"
+
+[packages]
+selfpkg = {path = ".", editable = true}
+packaging = {version = ">=21", markers = "python_version >= '3.8'"}
+iniconfig = {version = "*", sys_platform = "== 'linux'"}
+attrs = "*"
+
+[dev-packages]
+tomli = "*"
+"""
+
+
+def test_a_pipfile_alone_installs_its_packages_dev_packages_and_the_project_itself(env, tmp_path):
+    root = project(
+        tmp_path / "selfpkg",
+        **{
+            "Pipfile": SELF_PIPFILE,
+            # The Pipfile comes before these: were requirements.txt used, the build would fail.
+            "requirements.txt": "pypod-no-such-package-anywhere==0\n",
+            "pyproject.toml": '[project]\nname = "selfpkg"\nversion = "0.1.0"\ndependencies = ["six==1.16.0"]\n',
+            "runtime.txt": "python-3.10\n",
+            "src/selfpkg/__init__.py": "WHERE = __file__\n",
+            "tool.py": TOOL,
+            "main.py": MAIN
+            + found("packaging", "iniconfig", "attrs", "tomli")
+            + "import selfpkg; print('selfpkg from', selfpkg.WHERE)\n"
+            + PYTHON_CHECK,
+        },
+    )
+    (root / "tool.py").chmod(0o755)
+    result = run_cli(["run", "main.py"], env, cwd=root, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "Pipfile lists 3 packages and 1 dev packages, and the project itself from its pyproject" in result.stderr
+    assert "six 1.16.0" in result.stdout  # the project's own dependency
+    for module in ("packaging", "iniconfig", "attrs", "tomli"):
+        assert f"{module} installed: True" in result.stdout
+    # The project is importable from any folder, from its src layout in /workspace (editable).
+    assert "selfpkg from /workspace/src/selfpkg/__init__.py" in result.stdout
+    assert "python on PATH: /opt/venv/bin/python\npython prefix: /opt/venv" in result.stdout
+    assert "shebang script: tool ran by /opt/venv/bin/python" in result.stdout
+    # runtime.txt asks for 3.10; the harness's base is Debian's 3.11: one line says so.
+    warning = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warning) == 1, result.stderr
+    assert re.match(
+        r"warning: runtime\.txt asks for Python 3\.10, but the base image \S+ has Python 3\.11\.\d+; .*"
+        r"Pass --base-image with Python 3\.10",
+        warning[0],
+    ), warning
+    deps_tag = result.stderr.split("dependencies: built and pushed ")[1].split()[0]
+
+    plan = run_cli(["plan"], env, cwd=root)
+    assert plan.returncode == 0, plan.stderr
+    assert re.search(
+        r"python: +3\.10 \(asked by runtime\.txt\); the base image has 3\.11\.\d+\n +warning:", plan.stdout
+    )
+
+    no_dev = run_cli(["run", "--no-dev", "main.py"], env, cwd=root, timeout=600)
+    assert no_dev.returncode == 0, no_dev.stderr
+    assert "tomli installed: False" in no_dev.stdout and "attrs installed: True" in no_dev.stdout
+    assert "dependencies: built and pushed " in no_dev.stderr and deps_tag not in no_dev.stderr
+    assert "warning: runtime.txt asks for Python 3.10" in no_dev.stderr  # known before this build
+
+
+def test_binder_pipfile_alone_is_the_environment(env, tmp_path):
+    root = project(
+        tmp_path / "binderpipfile",
+        **{
+            "binder/Pipfile": '[packages]\nattrs = "*"\n',
+            "main.py": "import attrs\nprint('attrs', attrs.__version__)\n",
+        },
+    )
+    result = run_cli(["run", "main.py"], env, cwd=root, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "binder/Pipfile lists 1 packages and 0 dev packages (no Pipfile.lock)" in result.stderr
+    assert "attrs " in result.stdout
+
+
+def test_apt_txt_comments_are_comments_and_python_is_the_base_python3(env, tmp_path):
+    apt = "# tools the notebooks shell out to\n\ntree   # shows folders\n#   not-a-package\n\n"
+    root = project(
+        tmp_path / "apt",
+        **{
+            "apt.txt": apt,
+            "tool.py": TOOL,
+            "main.py": "import shutil\nprint('tree at', shutil.which('tree'))\n" + PYTHON_CHECK,
+        },
+    )
+    (root / "tool.py").chmod(0o755)
+    result = run_cli(["run", "main.py"], env, cwd=root, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "tree at /usr/bin/tree" in result.stdout
+    # No venv here: `python` is a link to the base's python3.
+    assert "python on PATH: /usr/local/bin/python\npython prefix: /usr" in result.stdout
+    assert "shebang script: tool ran by /usr/local/bin/python" in result.stdout
+
+
+def test_a_projects_own_dockerfile_gets_its_build_args_and_never_secrets(env, cluster, tmp_path):  # type: ignore[no-untyped-def]
+    dockerfile = (
+        "ARG BASE\n"
+        "FROM ${BASE}\n"
+        "ARG SIX_VERSION\n"
+        "RUN --mount=type=secret,id=ca if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi; "
+        "python3 -m venv /opt/own && /opt/own/bin/pip install -q six==$SIX_VERSION\n"
+        "ENV PATH=/opt/own/bin:$PATH\n"
+    )
+    root = project(tmp_path / "args", **{"Dockerfile": dockerfile, "main.py": MAIN})
+    # The base comes from the harness's plain-HTTP registry, named only by the argument.
+    args = ["--build-arg", f"BASE={cluster.base_image}", "--build-arg", "SIX_VERSION=1.16.0"]
+    result = run_cli(["run", *args, "main.py"], env, cwd=root, timeout=900)
+    assert result.returncode == 0, result.stderr
+    assert "six 1.16.0" in result.stdout
+    # The arguments are part of the key: another value builds another image.
+    args[-1] = "SIX_VERSION=1.17.0"
+    again = run_cli(["run", *args, "main.py"], env, cwd=root, timeout=900)
+    assert again.returncode == 0, again.stderr
+    assert "six 1.17.0" in again.stdout
+    assert "dependencies: built and pushed" in again.stderr
+
+    secret = "https://builder:hunter2@pkgs.example/simple"
+    for refused in (["--build-arg", f"PIP_INDEX_URL={secret}"], ["--build-arg", f"MIRROR={secret}"]):
+        refusal = run_cli(["run", *refused, "main.py"], env, cwd=root)
+        assert refusal.returncode == 64, refusal.stderr
+        assert "is refused" in refusal.stderr and "id=pypod_env" in refusal.stderr
+        assert "hunter2" not in refusal.stderr + refusal.stdout
+        assert len(refusal.stderr.strip().splitlines()) == 1

@@ -570,3 +570,12 @@ def test_build_args_for_a_generated_build_are_refused(tmp_path: Path):
         ensure_dependency_image(
             load_project(tmp_path), "127.0.0.1:1/b:1", ImageRef.parse("127.0.0.1:1/p"), build_args=(("V", "1"),)
         )
+
+
+def test_a_pipfile_beside_its_lock_is_asked_only_for_its_python(tmp_path: Path):
+    lock = {"_meta": {"requires": {}}, "default": {"six": {"version": "==1.16.0"}}, "develop": {}}
+    # The lock decides what is installed, so the Pipfile's git entry (locked as a pin) is not read.
+    pipfile = '[packages]\nsix = {git = "https://github.com/o/six.git"}\n[requires]\npython_version = "3.11"\n'
+    write(tmp_path, **{"Pipfile.lock": json.dumps(lock), "Pipfile": pipfile})
+    spec = detect(tmp_path)
+    assert (spec.kind, spec.python_version, spec.python_source) == ("pipenv", "3.11", "Pipfile")

@@ -106,8 +106,8 @@ version = "1.16.0"
 groups = ["default"]
 
 [[package]]
-name = "ruff"
-version = "0.6.0"
+name = "iniconfig"
+version = "2.0.0"
 groups = ["dev"]
 """
 
@@ -127,7 +127,7 @@ PIPFILE_LOCK = (
             'attrs==23.1.0\nsix==1.16.0 ; python_version >= "3.8"\n',
             "pytest==8.0.0",
         ),
-        ("pdm", "pdm.lock", PDM_LOCK, "six==1.16.0\n", "ruff==0.6.0"),
+        ("pdm", "pdm.lock", PDM_LOCK, "six==1.16.0\n", "iniconfig==2.0.0"),
         ("pipenv", "Pipfile.lock", PIPFILE_LOCK, "six==1.16.0 ; python_version >= '3.8'\n", "tomli==2.0.1"),
     ],
 )

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import ProjectError
 from .groups import dev_requirements
-from .pipfile import lock_itself, read_lock_meta, read_pipfile
+from .pipfile import lock_itself, pipfile_python_version, read_lock_meta, read_pipfile
 
 LOCKFILES = ("poetry.lock", "pdm.lock", "Pipfile.lock")
 
@@ -149,9 +149,10 @@ def detect(root: Path, dockerfile: str | None = None) -> EnvSpec:
             more: dict[str, Any] = {}
             if kind == "pipenv":
                 version, sources = read_lock_meta((folder / lock).read_text())
+                where = rel(lock)
                 if not version and (folder / "Pipfile").exists():
-                    version = read_pipfile((folder / "Pipfile").read_text(), rel("Pipfile"), folder_name).python_version
-                more = {"private_sources": sources, **pipenv_python(version, rel(lock))}
+                    version, where = pipfile_python_version((folder / "Pipfile").read_text()), rel("Pipfile")
+                more = {"private_sources": sources, **pipenv_python(version, where)}
                 itself, itself_is_dev = lock_itself((folder / lock).read_text(), folder_name)
                 if itself:
                     more |= {"install_itself": "lock", "itself_is_dev": itself_is_dev}

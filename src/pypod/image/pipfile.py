@@ -161,6 +161,14 @@ def read_pipfile(text: str, where: str = "Pipfile", pipfile_dir: str = "") -> Pi
     )
 
 
+def pipfile_python_version(text: str) -> str | None:
+    """Pure: only a Pipfile's [requires] (beside a lock, whose entries are what count)."""
+    try:
+        return _python_version(tomllib.loads(text).get("requires", {}))
+    except (tomllib.TOMLDecodeError, AttributeError):
+        return None
+
+
 def read_lock_meta(text: str) -> tuple[str | None, tuple[str, ...]]:
     """Pure: a Pipfile.lock's `_meta`: the Python it requires and its non-PyPI sources."""
     import json
