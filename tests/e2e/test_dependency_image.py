@@ -38,7 +38,7 @@ MAIN = "import six\nprint('six', six.__version__)\n"
 def test_requirements_project_runs_in_a_pod_and_under_podman(env, tmp_path):
     root = project(tmp_path / "req", **{"requirements.txt": "six==1.16.0\n", "main.py": MAIN})
     result = run_cli(["run", "main.py"], env, cwd=root, timeout=600)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     assert "six 1.16.0" in result.stdout
     assert "dependencies: built and pushed deps-" in result.stderr
     deps_tag = result.stderr.split("dependencies: built and pushed ")[1].split()[0]
@@ -106,7 +106,7 @@ def test_pyproject_and_uv_lock_projects_with_their_default_dependency_groups(env
     main = MAIN + found("iniconfig", "tomli", "sphinx")
     plain = project(tmp_path / "plain", **{"pyproject.toml": GROUPED, "main.py": main})
     result = run_cli(["run", "main.py"], env, cwd=plain, timeout=600)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     assert "[project] lists 1 dependencies and 2 dev dependencies" in result.stderr
     assert "six 1.16.0" in result.stdout
     assert "iniconfig installed: True\ntomli installed: True\nsphinx installed: False" in result.stdout
@@ -114,7 +114,7 @@ def test_pyproject_and_uv_lock_projects_with_their_default_dependency_groups(env
     locked = project(tmp_path / "locked", **{"pyproject.toml": GROUPED, "main.py": main})
     subprocess.run(["uv", "lock", "-q"], cwd=locked, check=True)
     result = run_cli(["run", "main.py"], env, cwd=locked, timeout=600)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     assert "uv.lock pins the environment" in result.stderr
     assert "six 1.16.0" in result.stdout
     assert "iniconfig installed: True\ntomli installed: True\nsphinx installed: False" in result.stdout
@@ -154,7 +154,7 @@ def test_each_builder_builds_with_a_secret_that_never_lands_in_the_image(builder
     (root / "postBuild").chmod(0o755)
     argv = ["run", "--builder", builder, "main.py"]
     result = run_cli(argv, dict(env, GITHUB_TOKEN_FILE=str(token_file)), cwd=root, timeout=600)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     assert "six 1.16.0" in result.stdout  # the driver pod ran the project on the built image
     assert f"with {builder} (" in result.stderr
     assert token not in result.stdout + result.stderr
@@ -300,7 +300,7 @@ def test_a_poetry_lock_installs_exactly_its_pins_with_its_dev_group(env, tmp_pat
         },
     )
     result = run_cli(["run", "main.py"], env, cwd=root, timeout=600)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     assert "poetry.lock pins the environment" in result.stderr
     assert "six 1.16.0" in result.stdout
     assert "dev installed: True" in result.stdout  # `poetry install` installs non-optional groups
@@ -313,7 +313,7 @@ def test_a_setup_py_project_gets_its_install_requires(env, tmp_path):
     )
     root = project(tmp_path / "olden", **{"setup.py": setup, "main.py": MAIN})
     result = run_cli(["run", "main.py"], env, cwd=root, timeout=600)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     assert "setup.py describes the project" in result.stderr
     assert "six 1.16.0" in result.stdout
 
@@ -329,7 +329,7 @@ def test_pdm_and_pipfile_locks_install_their_pins_dev_included_in_a_pod(env, tmp
     main = MAIN + found("iniconfig" if lockfile == "pdm.lock" else "tomli")
     root = project(tmp_path / lockfile.split(".")[0].lower(), **{lockfile: text, "main.py": main})
     result = run_cli(["run", "main.py"], env, cwd=root, timeout=600)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     assert reason in result.stderr
     assert "six 1.16.0" in result.stdout
     assert "installed: True" in result.stdout  # the dev group (pdm) and develop (Pipfile.lock)
@@ -345,7 +345,7 @@ def test_a_projects_own_dockerfile_is_built_as_given_and_runs_in_a_pod(env, clus
     )
     root = project(tmp_path / "own", **{"Dockerfile": dockerfile, "requirements.txt": "attrs\n", "main.py": MAIN})
     result = run_cli(["run", "main.py"], env, cwd=root, timeout=900)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     assert "Dockerfile" in result.stderr.split("dependencies:")[1].splitlines()[0]  # it won over requirements.txt
     assert "six 1.16.0" in result.stdout
 
@@ -386,7 +386,6 @@ def test_a_pipfile_alone_installs_its_packages_dev_packages_and_the_project_itse
             "requirements.txt": "pypod-no-such-package-anywhere==0\n",
             "pyproject.toml": '[project]\nname = "selfpkg"\nversion = "0.1.0"\ndependencies = ["six==1.16.0"]\n',
             "runtime.txt": "python-3.10\n",
-            "src/selfpkg/__init__.py": "WHERE = __file__\n",
             "tool.py": TOOL,
             "main.py": MAIN
             + found("packaging", "iniconfig", "attrs", "tomli")
@@ -395,8 +394,10 @@ def test_a_pipfile_alone_installs_its_packages_dev_packages_and_the_project_itse
         },
     )
     (root / "tool.py").chmod(0o755)
+    (root / "src" / "selfpkg").mkdir(parents=True)
+    (root / "src" / "selfpkg" / "__init__.py").write_text("WHERE = __file__\n")
     result = run_cli(["run", "main.py"], env, cwd=root, timeout=600)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     assert "Pipfile lists 3 packages and 1 dev packages, and the project itself from its pyproject" in result.stderr
     assert "six 1.16.0" in result.stdout  # the project's own dependency
     for module in ("packaging", "iniconfig", "attrs", "tomli"):
@@ -437,7 +438,7 @@ def test_binder_pipfile_alone_is_the_environment(env, tmp_path):
         },
     )
     result = run_cli(["run", "main.py"], env, cwd=root, timeout=600)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     assert "binder/Pipfile lists 1 packages and 0 dev packages (no Pipfile.lock)" in result.stderr
     assert "attrs " in result.stdout
 
@@ -454,7 +455,7 @@ def test_apt_txt_comments_are_comments_and_python_is_the_base_python3(env, tmp_p
     )
     (root / "tool.py").chmod(0o755)
     result = run_cli(["run", "main.py"], env, cwd=root, timeout=600)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     assert "tree at /usr/bin/tree" in result.stdout
     # No venv here: `python` is a link to the base's python3.
     assert "python on PATH: /usr/local/bin/python\npython prefix: /usr" in result.stdout
@@ -474,7 +475,7 @@ def test_a_projects_own_dockerfile_gets_its_build_args_and_never_secrets(env, cl
     # The base comes from the harness's plain-HTTP registry, named only by the argument.
     args = ["--build-arg", f"BASE={cluster.base_image}", "--build-arg", "SIX_VERSION=1.16.0"]
     result = run_cli(["run", *args, "main.py"], env, cwd=root, timeout=900)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     assert "six 1.16.0" in result.stdout
     # The arguments are part of the key: another value builds another image.
     args[-1] = "SIX_VERSION=1.17.0"

@@ -370,7 +370,7 @@ def test_every_generated_image_gets_python_and_reports_which(tmp_path: Path, fil
     write(tmp_path, **files)
     _spec, build = built(tmp_path)
     lines = build.containerfile.splitlines()
-    assert lines[-2] == PYTHON_STEP  # after every install, before WORKDIR
+    assert lines[-3:-1] == ["ARG PYPOD_BUILD_ID", PYTHON_STEP]  # after every install, before WORKDIR
     assert 'ln -s "$(command -v python3)" /usr/local/bin/python' in PYTHON_STEP
 
 

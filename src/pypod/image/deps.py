@@ -13,6 +13,7 @@ import hashlib
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from ..errors import ProjectError, RegistryError, UsageError
 from ..project import Project
 from .builders import SECRET_ENV, build_and_push, find_builder, image_exists
 from .detect import EnvSpec, detect
-from .dockerfile import DependencyBuild, render
+from .dockerfile import BUILD_ID_ARG, DependencyBuild, render
 from .pyversion import (
     OWN_PYTHON,
     build_log_python_version,
@@ -133,6 +134,7 @@ def ensure_dependency_image(
     else:
         build = render(spec, base_by_digest, files, platform, include_dev=not no_dev)
         context_root = None
+        build_args = ((BUILD_ID_ARG, uuid.uuid4().hex[:16]),)  # not in the key: see dockerfile.BUILD_ID_ARG
     target = image_repo.with_tag(build.tag)
     registry = Registry(image_repo.registry)
     builder = None

@@ -66,7 +66,11 @@ sys.stdout.write("".join(line + "\\n" for line in lines))
 """
 # Every generated image has `python`, the interpreter `python3` is (the venv's, where there
 # is one: venv makes both), so `#!/usr/bin/env python` works; the line it prints tells
-# pypod which Python the project got (pyversion.py reads it from the build log).
+# pypod which Python the project got (pyversion.py reads it from the build log). A builder
+# prints nothing for a step it takes from its cache, so this step alone is made to run in
+# every build: the ARG before it gets a new value each time (deps.py), and every builder
+# counts an ARG's value in the cache key of the RUNs after it.
+BUILD_ID_ARG = "PYPOD_BUILD_ID"
 PYTHON_STEP = (
     "RUN if ! command -v python >/dev/null 2>&1 && command -v python3 >/dev/null 2>&1; then "
     'ln -s "$(command -v python3)" /usr/local/bin/python; fi; '
@@ -245,8 +249,7 @@ def render(
             f"COPY postBuild {ENV_DIR}/postBuild",
             f"RUN {SECRETS} {PRELUDE}chmod +x {ENV_DIR}/postBuild && {ENV_DIR}/postBuild",
         ]
-    lines.append(PYTHON_STEP)
-    lines.append("WORKDIR /workspace")
+    lines += [f"ARG {BUILD_ID_ARG}", PYTHON_STEP, "WORKDIR /workspace"]
     containerfile = "\n".join(lines) + "\n"
     digest = hashlib.sha256(f"{platform}\n{containerfile}".encode())
     for name in sorted(context):
