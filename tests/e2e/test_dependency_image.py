@@ -177,6 +177,11 @@ def test_each_builder_builds_with_a_secret_that_never_lands_in_the_image(builder
         assert token.encode() not in data, f"the token is in {path.name}"
         found_proof |= b"secret-was-available" in data
     assert found_proof
+    # Each builder's log shows the Python the project got: how pypod knows a base's Python
+    # when the base's config does not say (Debian's python3 here).
+    log = (Path(env["PYPOD_CACHE"]) / "build-logs" / f"{deps_tag}.log").read_text()
+    assert re.search(r"^(#\d+ [\d.]+ )?pypod: project python 3\.11\.\d+$", log, re.MULTILINE), log[-2000:]
+    assert "3.11." in (Path(env["PYPOD_CACHE"]) / "base-python.json").read_text()
 
 
 def test_buildx_reuses_its_registry_cache_when_its_own_cache_is_gone(env, cluster, tmp_path):  # type: ignore[no-untyped-def]
@@ -491,3 +496,21 @@ def test_a_projects_own_dockerfile_gets_its_build_args_and_never_secrets(env, cl
         assert "is refused" in refusal.stderr and "id=pypod_env" in refusal.stderr
         assert "hunter2" not in refusal.stderr + refusal.stdout
         assert len(refusal.stderr.strip().splitlines()) == 1
+
+
+def test_a_base_whose_config_names_its_python_is_checked_before_any_build(env, cluster, tmp_path):  # type: ignore[no-untyped-def]
+    # As the official python images do: ENV PYTHON_VERSION in the config.
+    base = f"{cluster.registry}/pyver-{uuid.uuid4().hex[:8]}:1"
+    context = project(tmp_path / "base", Containerfile=f"FROM {cluster.base_image}\nENV PYTHON_VERSION=3.9.18\n")
+    podman = podman_env(Layout.default())
+    for command in (
+        ["podman", "build", "--tls-verify=false", "-t", base, str(context)],
+        ["podman", "push", "--tls-verify=false", base],
+    ):
+        subprocess.run(command, env=podman, check=True, capture_output=True)
+    root = project(tmp_path / "wants312", **{"requirements.txt": "six\n", "runtime.txt": "python-3.12\n"})
+    plan = run_cli(["plan", "--base-image", base], env, cwd=root)
+    assert plan.returncode == 0, plan.stderr
+    assert "python:       3.12 (asked by runtime.txt); the base image has 3.9.18\n" in plan.stdout
+    assert f"warning: runtime.txt asks for Python 3.12, but the base image {base} has Python 3.9.18" in plan.stdout
+    assert not (Path(env["PYPOD_CACHE"]) / "build-logs").exists()  # nothing was built
