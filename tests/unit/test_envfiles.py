@@ -207,7 +207,7 @@ def test_a_private_pipfile_source_needs_an_index_url_in_the_environment(tmp_path
     write(tmp_path, Pipfile=pipfile)
     spec = detect(tmp_path)
     assert spec.private_sources == ("corp",)
-    with pytest.raises(ProjectError, match="installs from the index corp") as err:
+    with pytest.raises(ProjectError, match=r"names the package index corp \(\[\[source\]\]\)") as err:
         check_sources(spec, {})
     assert "pw" not in err.value.one_line()
     check_sources(spec, {"PIP_INDEX_URL": "https://pkgs.corp.example/simple"})

@@ -71,7 +71,8 @@ def check_sources(spec: EnvSpec, environ: dict[str, str]) -> None:
     if spec.private_sources and not any(environ.get(name) for name in SECRET_ENV):
         where = spec.files[0]
         raise ProjectError(
-            f"{where} installs from the index {', '.join(spec.private_sources)}, which pypod does not read from it",
+            f"{where} names the package index {', '.join(spec.private_sources)} ([[source]]), and pypod does not "
+            "take index URLs from a Pipfile",
             hint="set PIP_INDEX_URL (or PIP_EXTRA_INDEX_URL) to that index for pypod, which hands it to the build "
             "as a secret, or pass --image",
         )
