@@ -54,7 +54,12 @@ def main(argv: list[str] | None = None) -> int:
                 for key in ("kubeconfig", "registry", "ready_nodes", "bridge", "drop_rule"):
                     if key in state:
                         print(f"  {key:24} {state[key]}")
-            return 0 if state["up"] else 3
+                for name, check in state.get("health", {}).items():  # type: ignore[union-attr]
+                    print(f"  {name + ' health':24} {'ok' if check['ok'] else 'FAILING'}: {check['detail']}")
+                    for line in str(check.get("log_tail", "")).splitlines():
+                        print(f"    | {line}")
+            healthy = all(check["ok"] for check in state.get("health", {}).values())  # type: ignore[union-attr]
+            return 0 if state["up"] and healthy else 3
         elif args.command == "env":
             if not cluster.is_up(layout):
                 raise HarnessError("the harness is not up", hint="run `python -m harness up`")

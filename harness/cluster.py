@@ -15,18 +15,20 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from . import components as c
 from . import host
 from .errors import HarnessError
-from .gobuild import BUILDKIT_TOOLS
+from .gobuild import GO_TOOL_NAMES
 from .images import containers_conf, pause_archive, push_base_image
 from .layout import (
+    BRIDGE_IP,
     CNI_PACKAGE,
     CNI_PLUGIN_DIR,
     CNI_PLUGINS,
+    DNS_SERVICE_IP,
     HOST_TOOLS,
     KUBE_COMMANDS,
     KWOK_NODE_COUNT,
@@ -49,6 +51,7 @@ COMPONENT_ORDER = (
     "containerd",
     "kubelet",
     "kube-proxy",
+    "coredns",
     "kwok",
 )
 
@@ -93,7 +96,7 @@ class ClusterInfo:
 def check_prerequisites(layout: Layout) -> None:
     if os.geteuid() != 0:
         raise HarnessError("the harness must run as root", hint="it creates a bridge, iptables rules and cgroups")
-    missing_bins = [name for name in (*KUBE_COMMANDS, "kwok", *BUILDKIT_TOOLS) if not layout.binary(name).exists()]
+    missing_bins = [name for name in (*KUBE_COMMANDS, "kwok", *GO_TOOL_NAMES) if not layout.binary(name).exists()]
     if missing_bins:
         raise HarnessError(
             f"not built yet: {', '.join(missing_bins)} (looked in {layout.bin})",
@@ -224,6 +227,7 @@ def _write_configs(layout: Layout, ports: c.Ports, pki: Pki) -> None:
     (layout.config / "registry.yml").write_text(c.registry_config(layout, ports))
     (layout.config / "buildkitd.toml").write_text(c.buildkitd_config(ports))
     (layout.config / "kwok.yaml").write_text(c.kwok_config())
+    (layout.config / "Corefile").write_text(c.corefile(layout, ports))
 
 
 def _reset_state(layout: Layout) -> None:
@@ -272,7 +276,7 @@ def up(layout: Layout | None = None, report: Report = print) -> ClusterInfo:
 
 
 def _start_all(layout: Layout, starter: _Starter, report: Report) -> ClusterInfo:
-    ports = c.Ports(*free_ports(11))
+    ports = c.Ports(*free_ports(len(fields(c.Ports))))
     pki = ensure_pki(layout.pki)
     tokens = pki.tokens()
     host.create_bridge()
@@ -295,6 +299,7 @@ def _start_all(layout: Layout, starter: _Starter, report: Report) -> ClusterInfo
     apiserver = starter.start(c.apiserver(layout, ports, pki))
     starter.wait(apiserver, lambda: _http_ok(f"{server}/readyz", tokens["admin"], pki.ca_cert), 120)
     cm = starter.start(c.controller_manager(layout, ports, pki))
+    coredns = starter.start(c.coredns(layout))
     sched = starter.start(c.scheduler(layout, ports))
     containerd = starter.start(c.containerd(layout))
     socket_path = c.containerd_paths(layout)["socket"]
@@ -307,7 +312,7 @@ def _start_all(layout: Layout, starter: _Starter, report: Report) -> ClusterInfo
     proxy = starter.start(c.kube_proxy(layout))
     starter.wait(proxy, lambda: _http_ok(f"http://127.0.0.1:{ports.proxy_healthz}/healthz"), 30)
 
-    objects = c.kwok_nodes(KWOK_NODE_COUNT) + c.restricted_user_objects("pypod-restricted")
+    objects = c.kwok_nodes(KWOK_NODE_COUNT) + c.restricted_user_objects("pypod-restricted") + c.kube_dns_objects()
     _kubectl(layout, "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
     kwok = starter.start(c.kwok(layout, ports))
     kwok_names = {f"kwok-node-{i}" for i in range(KWOK_NODE_COUNT)}
@@ -319,6 +324,8 @@ def _start_all(layout: Layout, starter: _Starter, report: Report) -> ClusterInfo
         60,
         "default ServiceAccount not created",
     )
+    # Ready once its kubernetes plugin has synced Services and EndpointSlices.
+    starter.wait(coredns, lambda: coredns_ready(ports), 30, "its /ready endpoint did not answer 200")
     try:
         base_image = base_image_future.result()
     finally:
@@ -394,7 +401,7 @@ def restart_apiserver(layout: Layout | None = None, report: Report = print) -> f
     survive it); returns the seconds it was away."""
     layout = layout or Layout.default()
     info = ClusterInfo.load(layout.env_file)
-    ports = c.Ports(**info.ports)
+    ports = c.Ports.from_dict(info.ports)
     pki = ensure_pki(layout.pki)
     starter = _Starter(layout, report)
     began = time.monotonic()
@@ -455,6 +462,34 @@ def status(layout: Layout | None = None) -> dict[str, object]:
         result["kubeconfig"] = info.admin_kubeconfig
         result["registry"] = info.registry
         result["ready_nodes"] = sorted(_ready_nodes(layout)) if components["kube-apiserver"] == "running" else []
+        if components["kube-apiserver"] == "running":
+            result["health"] = health(layout, c.Ports.from_dict(info.ports))
     result["bridge"] = host.bridge_exists()
     result["drop_rule"] = host.drop_rule_present()
+    return result
+
+
+def coredns_ready(ports: c.Ports) -> bool:
+    return _http_ok(f"http://127.0.0.1:{ports.coredns_ready}/ready")
+
+
+def _coredns_health(ports: c.Ports) -> tuple[bool, str]:
+    if coredns_ready(ports):
+        return True, f"answering on {BRIDGE_IP}:53 (kube-dns {DNS_SERVICE_IP})"
+    return False, "its kubernetes plugin is not ready (GET /ready)"
+
+
+def health(layout: Layout, ports: c.Ports) -> dict[str, dict[str, object]]:
+    """The services whose process running is not enough: is each answering? An unhealthy
+    one carries the tail of its log."""
+    procs = Processes(layout.pids, layout.logs)
+    checks = {"coredns": lambda: _coredns_health(ports)}
+    result: dict[str, dict[str, object]] = {}
+    for name, check in checks.items():
+        record = procs.get(name)
+        ok, detail = check() if record is not None and record.alive() else (False, "not running")
+        entry: dict[str, object] = {"ok": ok, "detail": detail}
+        if not ok and record is not None:
+            entry["log_tail"] = log_tail(record.log, 8)
+        result[name] = entry
     return result

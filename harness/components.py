@@ -5,13 +5,15 @@ configuration and command line. Nothing here touches the machine.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from .layout import (
     BRIDGE,
     BRIDGE_IP,
+    CLUSTER_DOMAIN,
     CNI_PLUGIN_DIR,
+    DNS_SERVICE_IP,
     KWOK_TAINT_KEY,
     KWOK_TAINT_VALUE,
     NODE_NAME,
@@ -39,9 +41,16 @@ class Ports:
     proxy_metrics: int
     kwok: int
     registry: int
+    coredns_health: int
+    coredns_ready: int
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, ports: dict[str, int]) -> Ports:
+        """Ignores ports this version does not know: a newer harness may be running."""
+        return cls(**{f.name: ports[f.name] for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -292,6 +301,9 @@ def kubelet_config(layout: Layout, ports: Ports, pki: Pki) -> str:
         "imageGCLowThresholdPercent": 98,
         "maxPods": 110,
         "resolvConf": "/etc/resolv.conf",
+        # The kube-dns Service, backed by CoreDNS on the bridge (kube_dns_objects).
+        "clusterDNS": [DNS_SERVICE_IP],
+        "clusterDomain": CLUSTER_DOMAIN,
         "staticPodPath": "",
         "syncFrequency": "10s",
         "nodeStatusUpdateFrequency": "5s",
@@ -313,6 +325,80 @@ def kubelet(layout: Layout) -> Component:
             "--v=1",
         ],
     )
+
+
+DNS_PORT = 53
+
+
+def corefile(layout: Layout, ports: Ports) -> str:
+    """CoreDNS's Corefile: a real cluster's kubernetes block, without `forward`.
+
+    Nothing may leave the machine, so every other name (the host's search domains, the
+    internet) gets NXDOMAIN at once from the catch-all block instead of a timeout, and
+    reverse lookups of addresses the cluster does not know are NXDOMAIN too (no
+    `fallthrough` to an upstream)."""
+    bind = f"bind {BRIDGE_IP}"
+    return f"""\
+{CLUSTER_DOMAIN}:{DNS_PORT} in-addr.arpa:{DNS_PORT} ip6.arpa:{DNS_PORT} {{
+    {bind}
+    errors
+    health 127.0.0.1:{ports.coredns_health}
+    ready 127.0.0.1:{ports.coredns_ready}
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
+        kubeconfig {layout.admin_kubeconfig} pypod-harness
+        pods insecure
+        ttl 30
+    }}
+    cache 30
+    loadbalance
+}}
+
+.:{DNS_PORT} {{
+    {bind}
+    errors
+    template ANY ANY {{
+        rcode NXDOMAIN
+    }}
+}}
+"""
+
+
+def coredns(layout: Layout) -> Component:
+    return Component("coredns", [str(layout.binary("coredns")), "-conf", str(layout.config / "Corefile")])
+
+
+def kube_dns_objects() -> list[dict]:
+    """The kube-dns Service clients expect, at the address the kubelet gives pods, with
+    no selector: its EndpointSlice names CoreDNS on the bridge, and kube-proxy routes
+    the Service IP there as it routes 10.0.0.1 to the apiserver."""
+    ports = [
+        {"name": "dns", "port": DNS_PORT, "protocol": "UDP"},
+        {"name": "dns-tcp", "port": DNS_PORT, "protocol": "TCP"},
+    ]
+    labels = {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"}
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": labels},
+            "spec": {"clusterIP": DNS_SERVICE_IP, "ports": [dict(p, targetPort=DNS_PORT) for p in ports]},
+        },
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "kube-dns-coredns",
+                "namespace": "kube-system",
+                "labels": {
+                    "kubernetes.io/service-name": "kube-dns",
+                    "endpointslice.kubernetes.io/managed-by": "pypod-harness",
+                },
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [BRIDGE_IP], "conditions": {"ready": True}}],
+            "ports": ports,
+        },
+    ]
 
 
 def kube_proxy_config(layout: Layout, ports: Ports) -> str:

@@ -14,12 +14,14 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import HarnessError
 from .layout import (
     BUILDKIT_VERSION,
     BUILDX_VERSION,
+    COREDNS_VERSION,
     KUBE_COMMANDS,
     KUBERNETES_VERSION,
     KWOK_VERSION,
@@ -172,40 +174,98 @@ def build_kwok(layout: Layout, report: Callable[[str], None]) -> list[str]:
     return ["kwok"]
 
 
-# binary name -> (module, version, package). Built in a scratch module: `go install
-# module@version` refuses modules whose go.mod has exclude or replace directives.
-BUILDKIT_TOOLS = {
-    "buildkitd": ("github.com/moby/buildkit", BUILDKIT_VERSION, "cmd/buildkitd"),
-    "docker-buildx": ("github.com/docker/buildx", BUILDX_VERSION, "cmd/buildx"),
-}
+@dataclass(frozen=True)
+class GoTool:
+    """A command built in a scratch module of its own, rebuilt when `version` changes.
+
+    A scratch module rather than `go install module@version`, which refuses modules
+    whose go.mod has exclude or replace directives (buildkit, buildx)."""
+
+    name: str  # the binary's name under layout.bin
+    module: str
+    version: str
+    package: str  # what `go build` builds; "." for the scratch module's own main.go
+    ldflags: str = "-s -w"
+    main_go: str = ""  # that main.go, for a tool assembled from a module's packages
+    get: tuple[str, ...] = ()  # packages to `go get` (default: `package`)
 
 
-def build_buildkit(layout: Layout, report: Callable[[str], None]) -> list[str]:
-    """buildkitd and the docker-buildx CLI plugin, for tests of `--builder docker`."""
+# CoreDNS's own main links all ~60 plugins, the cloud DNS providers' SDKs among them.
+# CoreDNS documents building a binary with a chosen set instead: a main that imports
+# coremain and those plugins. The directive order stays CoreDNS's own (dnsserver's list).
+COREDNS_PLUGINS = ("bind", "cache", "errors", "health", "kubernetes", "loadbalance", "ready", "template")
+COREDNS_MAIN = (
+    "package main\n\nimport (\n"
+    + '\t"github.com/coredns/coredns/coremain"\n'
+    + "".join(f'\t_ "github.com/coredns/coredns/plugin/{p}"\n' for p in COREDNS_PLUGINS)
+    + ")\n\nfunc main() { coremain.Run() }\n"
+)
+
+GO_TOOLS = (
+    # Both report the version from <module>/version.Version (else "v0.0.0+unknown").
+    GoTool(
+        "buildkitd",
+        "github.com/moby/buildkit",
+        BUILDKIT_VERSION,
+        "github.com/moby/buildkit/cmd/buildkitd",
+        f"-s -w -X github.com/moby/buildkit/version.Version={BUILDKIT_VERSION}",
+    ),
+    GoTool(
+        "docker-buildx",
+        "github.com/docker/buildx",
+        BUILDX_VERSION,
+        "github.com/docker/buildx/cmd/buildx",
+        f"-s -w -X github.com/docker/buildx/version.Version={BUILDX_VERSION}",
+    ),
+    GoTool(
+        "coredns",
+        "github.com/coredns/coredns",
+        COREDNS_VERSION,
+        ".",
+        main_go=COREDNS_MAIN,
+        get=(
+            "github.com/coredns/coredns/coremain",
+            *(f"github.com/coredns/coredns/plugin/{p}" for p in COREDNS_PLUGINS),
+        ),
+    ),
+)
+GO_TOOL_NAMES = tuple(tool.name for tool in GO_TOOLS)
+
+
+def _stamp(layout: Layout, name: str) -> Path:
+    return layout.bin / f".{name}.version"
+
+
+def tool_is_current(layout: Layout, tool: GoTool) -> bool:
+    stamp = _stamp(layout, tool.name)
+    return layout.binary(tool.name).exists() and stamp.exists() and stamp.read_text() == tool.version
+
+
+def build_go_tools(layout: Layout, report: Callable[[str], None], tools: Iterable[GoTool] = GO_TOOLS) -> list[str]:
+    """Build each tool that is missing or was built at another version; returns the names built."""
     built = []
-    for name, (module, version, command) in BUILDKIT_TOOLS.items():
-        stamp = layout.bin / f".{name}.version"  # a version bump rebuilds
-        if layout.binary(name).exists() and stamp.exists() and stamp.read_text() == version:
+    for tool in tools:
+        if tool_is_current(layout, tool):
             continue
         _require_go()
         env = _go_env(layout)
         log = layout.cache / "build.log"
         started = time.monotonic()
-        mod_dir = layout.cache / f"gomod-{name}"
+        mod_dir = layout.cache / f"gomod-{tool.name}"
         mod_dir.mkdir(parents=True, exist_ok=True)
         layout.bin.mkdir(parents=True, exist_ok=True)
         if not (mod_dir / "go.mod").exists():
-            _run(["go", "mod", "init", f"pypod.local/harness-{name}"], mod_dir, env, log)
-        package = f"{module}/{command}"
-        _run(["go", "get", f"{package}@{version}"], mod_dir, env, log)
-        tmp = layout.bin / f".{name}.tmp"
-        # Both report the version from <module>/version.Version (else "v0.0.0+unknown").
-        ldflags = f"-s -w -X {module}/version.Version={version}"
-        _run(["go", "build", "-trimpath", "-ldflags", ldflags, "-o", str(tmp), package], mod_dir, env, log)
-        tmp.rename(layout.binary(name))
-        stamp.write_text(version)
-        report(f"built {name} {version} in {time.monotonic() - started:.0f}s")
-        built.append(name)
+            _run(["go", "mod", "init", f"pypod.local/harness-{tool.name}"], mod_dir, env, log)
+        if tool.main_go:
+            (mod_dir / "main.go").write_text(tool.main_go)
+        packages = tool.get or (tool.package,)
+        _run(["go", "get", *(f"{package}@{tool.version}" for package in packages)], mod_dir, env, log)
+        tmp = layout.bin / f".{tool.name}.tmp"
+        _run(["go", "build", "-trimpath", "-ldflags", tool.ldflags, "-o", str(tmp), tool.package], mod_dir, env, log)
+        tmp.rename(layout.binary(tool.name))
+        _stamp(layout, tool.name).write_text(tool.version)
+        report(f"built {tool.name} {tool.version} in {time.monotonic() - started:.0f}s")
+        built.append(tool.name)
     return built
 
 

@@ -18,6 +18,8 @@ KWOK_VERSION = "v0.8.0"
 # runs here, so buildx talks to a buildkitd of the harness's own (the "remote" driver).
 BUILDKIT_VERSION = "v0.34.2"
 BUILDX_VERSION = "v0.38.2"
+# Cluster DNS, built with only the plugins its Corefile uses (see gobuild.COREDNS_MAIN).
+COREDNS_VERSION = "v1.15.0"
 
 KUBE_COMMANDS = (
     "kube-apiserver",
@@ -55,6 +57,9 @@ POD_CIDR = "10.88.0.0/16"
 BRIDGE_IP = "10.88.0.1"
 SERVICE_CIDR = "10.0.0.0/24"
 SERVICE_IP = "10.0.0.1"
+# The kube-dns Service pods are told to use; its EndpointSlice points at CoreDNS on the bridge.
+DNS_SERVICE_IP = "10.0.0.10"
+CLUSTER_DOMAIN = "cluster.local"
 
 NODE_NAME = "pypod-node"
 KWOK_NODE_COUNT = 3

@@ -28,8 +28,9 @@ from tests.kubehelp import kubectl, phase, pod_manifest, wait_for, wait_pod
 pytestmark = pytest.mark.cluster
 
 
-# http.server's HTTPServer looks up its own name in DNS before listening, and DNS
-# from pods is dropped here: a plain TCPServer with the same handler starts at once.
+# A plain TCPServer with http.server's handler: HTTPServer also looks its own address up
+# in DNS before listening (getfqdn), which these tests of the node leave out of the picture
+# (tests/integration/test_dns.py runs the stock server behind a Service).
 HTTP_SERVER = (
     "import functools, http.server, socketserver, sys\n"
     "socketserver.TCPServer.allow_reuse_address = True\n"

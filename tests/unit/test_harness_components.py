@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import fields
 from pathlib import Path
 
 from harness import components as c
-from harness.gobuild import scratch_go_mod, staging_modules
-from harness.layout import BRIDGE_IP, KWOK_TAINT_KEY, Layout
+from harness.gobuild import COREDNS_MAIN, COREDNS_PLUGINS, GO_TOOLS, scratch_go_mod, staging_modules, tool_is_current
+from harness.layout import BRIDGE_IP, DNS_SERVICE_IP, KWOK_TAINT_KEY, Layout
 from harness.pki import Pki
 
 KUBERNETES_GO_MOD = """\
@@ -41,7 +43,7 @@ def test_scratch_module_replaces_each_staging_module_with_published_version():
 
 
 def _ports() -> c.Ports:
-    return c.Ports(*range(30001, 30012))
+    return c.Ports(*range(30001, 30001 + len(fields(c.Ports))))
 
 
 def test_apiserver_binds_and_advertises_the_bridge_only(tmp_path: Path):
@@ -101,3 +103,55 @@ def test_kubeconfig_carries_token_ca_and_namespace(tmp_path: Path):
     assert config["users"][0]["user"]["token"] == "t0k"
     assert config["contexts"][0]["context"]["namespace"] == "ns1"
     assert config["clusters"][0]["cluster"]["server"] == "https://10.88.0.1:6443"
+
+
+def test_corefile_serves_the_cluster_zones_on_the_bridge_and_forwards_nothing(tmp_path: Path):
+    layout = Layout(cache=tmp_path / "cache", state=tmp_path / "state")
+    text = c.corefile(layout, _ports())
+    assert text.startswith("cluster.local:53 in-addr.arpa:53 ip6.arpa:53 {")
+    assert text.count(f"bind {BRIDGE_IP}") == 2  # both server blocks: never the outward interface
+    assert f"kubeconfig {layout.admin_kubeconfig} pypod-harness" in text
+    assert "pods insecure" in text
+    assert "forward" not in text and "fallthrough" not in text
+    catch_all = text.split(".:53 {", 1)[1]
+    assert "rcode NXDOMAIN" in catch_all
+    assert f"ready 127.0.0.1:{_ports().coredns_ready}" in text
+
+
+def test_coredns_binary_links_every_plugin_the_corefile_uses(tmp_path: Path):
+    layout = Layout(cache=tmp_path / "cache", state=tmp_path / "state")
+    first_words = (line.split()[0] for line in c.corefile(layout, _ports()).splitlines() if line.strip())
+    directives = {word for word in first_words if re.fullmatch(r"[a-z]+", word)}  # not zones, not braces
+    # Lines inside a plugin's block are its options, not directives.
+    options = {"kubeconfig", "pods", "ttl", "rcode"}
+    assert directives - options == set(COREDNS_PLUGINS)
+    for plugin in COREDNS_PLUGINS:
+        assert f'_ "github.com/coredns/coredns/plugin/{plugin}"' in COREDNS_MAIN
+
+
+def test_kubelet_points_pods_at_the_kube_dns_service(tmp_path: Path):
+    layout = Layout(cache=tmp_path / "cache", state=tmp_path / "state")
+    config = json.loads(c.kubelet_config(layout, _ports(), Pki(tmp_path / "pki")))
+    assert config["clusterDNS"] == [DNS_SERVICE_IP]
+    assert config["clusterDomain"] == "cluster.local"
+
+
+def test_kube_dns_service_is_selectorless_with_an_endpointslice_at_the_bridge():
+    service, endpoints = c.kube_dns_objects()
+    assert service["spec"]["clusterIP"] == DNS_SERVICE_IP
+    assert "selector" not in service["spec"]
+    assert endpoints["metadata"]["labels"]["kubernetes.io/service-name"] == service["metadata"]["name"]
+    assert endpoints["endpoints"][0]["addresses"] == [BRIDGE_IP]
+    assert {p["protocol"] for p in endpoints["ports"]} == {"UDP", "TCP"}
+
+
+def test_a_go_tool_is_rebuilt_when_its_pinned_version_changes(tmp_path: Path):
+    layout = Layout(cache=tmp_path / "cache", state=tmp_path / "state")
+    tool = next(t for t in GO_TOOLS if t.name == "coredns")
+    layout.bin.mkdir(parents=True)
+    assert not tool_is_current(layout, tool)
+    layout.binary("coredns").write_text("binary")
+    (layout.bin / ".coredns.version").write_text("v0.0.1")
+    assert not tool_is_current(layout, tool)
+    (layout.bin / ".coredns.version").write_text(tool.version)
+    assert tool_is_current(layout, tool)
