@@ -312,10 +312,11 @@ def _start_all(layout: Layout, starter: _Starter, report: Report) -> ClusterInfo
     proxy = starter.start(c.kube_proxy(layout))
     starter.wait(proxy, lambda: _http_ok(f"http://127.0.0.1:{ports.proxy_healthz}/healthz"), 30)
 
-    objects = c.kwok_nodes(KWOK_NODE_COUNT) + c.restricted_user_objects("pypod-restricted") + c.kube_dns_objects()
+    objects = c.kwok_nodes(KWOK_NODE_COUNT) + c.kwok_gpu_nodes()
+    objects += c.restricted_user_objects("pypod-restricted") + c.kube_dns_objects()
     _kubectl(layout, "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
     kwok = starter.start(c.kwok(layout, ports))
-    kwok_names = {f"kwok-node-{i}" for i in range(KWOK_NODE_COUNT)}
+    kwok_names = {f"kwok-node-{i}" for i in range(KWOK_NODE_COUNT)} | set(c.GPU_NODES)
     starter.wait(kwok, lambda: kwok_names <= _ready_nodes(layout), 60, "kwok nodes not Ready")
     # Pods cannot be created in a namespace before its default ServiceAccount exists.
     starter.wait(

@@ -25,6 +25,9 @@ from .layout import (
 from .pki import Pki
 
 KWOK_POD_CIDR = "10.99.0.0/16"
+# Node name -> nvidia.com/gpu.product of the GPU kwok nodes.
+GPU_NODES = {"kwok-gpu-a100": "NVIDIA-A100-SXM4-80GB", "kwok-gpu-h100": "NVIDIA-H100-80GB-HBM3"}
+GPUS_PER_NODE = "4"
 RESTRICTED_NAMESPACE = "pypod-restricted"
 
 
@@ -618,30 +621,45 @@ def buildkitd(layout: Layout) -> Component:
     )
 
 
+def _kwok_node(name: str, node_type: str, labels: dict[str, str], resources: dict[str, str]) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {KWOK_TAINT_KEY: KWOK_TAINT_VALUE, "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                "type": node_type,
+                "kubernetes.io/hostname": name,
+                "pypod.dev/harness-node": node_type,
+                **labels,
+            },
+        },
+        "spec": {"taints": [{"key": KWOK_TAINT_KEY, "value": KWOK_TAINT_VALUE, "effect": "NoSchedule"}]},
+        "status": {"allocatable": dict(resources), "capacity": dict(resources)},
+    }
+
+
+_KWOK_RESOURCES = {"cpu": "32", "memory": "256Gi", "pods": "110"}
+
+
 def kwok_nodes(count: int) -> list[dict]:
     """Fake nodes that kwok keeps Ready; tainted so only pods that tolerate them land there."""
+    return [_kwok_node(f"kwok-node-{index}", "kwok", {}, _KWOK_RESOURCES) for index in range(count)]
+
+
+def kwok_gpu_nodes() -> list[dict]:
+    """Fake GPU nodes, labelled as NVIDIA's GPU feature discovery labels real ones, for GPU
+    scheduling and product selection through the real scheduler. Their own `type`, so
+    that scale tests on `type=kwok` do not spill onto them."""
     nodes = []
-    for index in range(count):
-        nodes.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {
-                    "name": f"kwok-node-{index}",
-                    "annotations": {KWOK_TAINT_KEY: KWOK_TAINT_VALUE, "node.alpha.kubernetes.io/ttl": "0"},
-                    "labels": {
-                        "type": "kwok",
-                        "kubernetes.io/hostname": f"kwok-node-{index}",
-                        "pypod.dev/harness-node": "kwok",
-                    },
-                },
-                "spec": {"taints": [{"key": KWOK_TAINT_KEY, "value": KWOK_TAINT_VALUE, "effect": "NoSchedule"}]},
-                "status": {
-                    "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-                    "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-                },
-            }
-        )
+    for name, product in GPU_NODES.items():
+        labels = {
+            "nvidia.com/gpu.present": "true",
+            "nvidia.com/gpu.product": product,
+            "nvidia.com/gpu.count": GPUS_PER_NODE,
+        }
+        nodes.append(_kwok_node(name, "kwok-gpu", labels, {**_KWOK_RESOURCES, "nvidia.com/gpu": GPUS_PER_NODE}))
     return nodes
 
 

@@ -155,3 +155,15 @@ def test_a_go_tool_is_rebuilt_when_its_pinned_version_changes(tmp_path: Path):
     assert not tool_is_current(layout, tool)
     (layout.bin / ".coredns.version").write_text(tool.version)
     assert tool_is_current(layout, tool)
+
+
+def test_gpu_kwok_nodes_advertise_gpus_with_their_product_and_the_kwok_taint():
+    nodes = {n["metadata"]["name"]: n for n in c.kwok_gpu_nodes()}
+    assert {name: n["metadata"]["labels"]["nvidia.com/gpu.product"] for name, n in nodes.items()} == {
+        "kwok-gpu-a100": "NVIDIA-A100-SXM4-80GB",
+        "kwok-gpu-h100": "NVIDIA-H100-80GB-HBM3",
+    }
+    for node in nodes.values():
+        assert node["status"]["capacity"]["nvidia.com/gpu"] == "4"
+        assert node["spec"]["taints"] == c.kwok_nodes(1)[0]["spec"]["taints"]
+        assert node["metadata"]["labels"]["type"] == "kwok-gpu"  # not picked by `type=kwok` scale tests
