@@ -22,7 +22,7 @@ from .layout import (
     SERVICE_CIDR,
     Layout,
 )
-from .pki import Pki
+from .pki import FRONT_PROXY_CLIENT, Pki
 
 KWOK_POD_CIDR = "10.99.0.0/16"
 # Node name -> nvidia.com/gpu.product of the GPU kwok nodes.
@@ -135,6 +135,17 @@ def apiserver(layout: Layout, ports: Ports, pki: Pki) -> Component:
             f"--kubelet-client-key={pki.kubelet_client_key}",
             f"--kubelet-certificate-authority={pki.ca_cert}",
             "--kubelet-preferred-address-types=InternalIP",
+            # The aggregation layer, for Kueue's visibility API: the apiserver proxies to it
+            # with the front-proxy client certificate and the user in these headers, to
+            # the Service's endpoint (the bridge IP) rather than its cluster IP.
+            f"--requestheader-client-ca-file={pki.front_proxy_ca_cert}",
+            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki.front_proxy_client_cert}",
+            f"--proxy-client-key-file={pki.front_proxy_client_key}",
+            "--enable-aggregator-routing=true",
             # etcd 3.4 lacks what WatchList needs; see HARNESS-NOTES.md.
             "--feature-gates=WatchList=false",
             "--profiling=false",

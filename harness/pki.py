@@ -21,6 +21,11 @@ from .layout import BRIDGE_IP, NODE_NAME, SERVICE_IP
 
 VALID_FOR = datetime.timedelta(days=3650)
 
+# The common name the apiserver's aggregator presents (--requestheader-allowed-names).
+FRONT_PROXY_CLIENT = "front-proxy-client"
+# The name the aggregator checks on the visibility API's serving certificate.
+KUEUE_VISIBILITY_HOST = "visibility-server.kueue-system.svc"
+
 # Static-token users: name, uid, groups. Components get their well-known identities,
 # which the default RBAC bootstrap policy already binds.
 TOKEN_USERS = {
@@ -68,6 +73,30 @@ class Pki:
     @property
     def kubelet_client_key(self) -> Path:
         return self.folder / "apiserver-kubelet-client.key"
+
+    @property
+    def front_proxy_ca_cert(self) -> Path:
+        return self.folder / "front-proxy-ca.crt"
+
+    @property
+    def front_proxy_ca_key(self) -> Path:
+        return self.folder / "front-proxy-ca.key"
+
+    @property
+    def front_proxy_client_cert(self) -> Path:
+        return self.folder / "front-proxy-client.crt"
+
+    @property
+    def front_proxy_client_key(self) -> Path:
+        return self.folder / "front-proxy-client.key"
+
+    @property
+    def kueue_cert(self) -> Path:
+        return self.folder / "kueue.crt"
+
+    @property
+    def kueue_key(self) -> Path:
+        return self.folder / "kueue.key"
 
     @property
     def sa_key(self) -> Path:
@@ -147,11 +176,29 @@ def _sign(
 
 
 def ensure_pki(folder: Path) -> Pki:
-    """Create whatever of the PKI is missing under `folder`."""
+    """Create whatever of the PKI is missing under `folder`: certificates added in a later
+    version of the harness are signed by the CA already there."""
     pki = Pki(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if not pki.ca_cert.exists():
-        _create_all(pki)
+        _create_ca(pki)
+        # Rotated with the CA: the service-account key signs tokens that pods hold.
+        for path in (pki.sa_key, pki.sa_pub):
+            path.unlink(missing_ok=True)
+    if not pki.front_proxy_ca_cert.exists():
+        _create_ca(pki, front_proxy=True)
+    for leaf in _leaves(pki):
+        if not leaf.cert.exists():
+            _create_leaf(pki, leaf)
+    if not pki.sa_pub.exists():
+        # Service-account tokens are signed with RSA: every client library verifies RS256.
+        sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        _write_key(pki.sa_key, sa_key)
+        pki.sa_pub.write_bytes(
+            sa_key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
     if not pki.token_file.exists():
         lines = [f'{secrets.token_hex(24)},{name},{name},"{",".join(groups)}"' for name, groups in TOKEN_USERS.values()]
         pki.token_file.write_text("\n".join(lines) + "\n")
@@ -159,17 +206,17 @@ def ensure_pki(folder: Path) -> Pki:
     return pki
 
 
-def _create_all(pki: Pki) -> None:
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name("pypod-harness-ca")
-    ca_cert = _sign(ca_name, ca_key.public_key(), ca_key, ca_name, is_ca=True)
+@dataclass(frozen=True)
+class _Leaf:
+    cert: Path
+    key: Path
+    subject: x509.Name
+    usages: list[x509.ObjectIdentifier]
+    sans: list[x509.GeneralName]
+    front_proxy: bool = False  # signed by the front-proxy CA instead of the cluster CA
 
-    def leaf(cert_path: Path, key_path: Path, subject: x509.Name, usages: list, sans: list | None = None) -> None:
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = _sign(subject, key.public_key(), ca_key, ca_name, usages=usages, sans=sans)
-        _write_key(key_path, key)
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
+def _leaves(pki: Pki) -> list[_Leaf]:
     ips = [ipaddress.ip_address(a) for a in (SERVICE_IP, BRIDGE_IP, "127.0.0.1")]
     dns = [
         "kubernetes",
@@ -178,31 +225,76 @@ def _create_all(pki: Pki) -> None:
         "kubernetes.default.svc.cluster.local",
         "localhost",
     ]
-    leaf(
-        pki.apiserver_cert,
-        pki.apiserver_key,
-        _name("kube-apiserver"),
-        [ExtendedKeyUsageOID.SERVER_AUTH],
-        [x509.IPAddress(ip) for ip in ips] + [x509.DNSName(d) for d in dns],
+    bridge = x509.IPAddress(ipaddress.ip_address(BRIDGE_IP))
+    return [
+        _Leaf(
+            pki.apiserver_cert,
+            pki.apiserver_key,
+            _name("kube-apiserver"),
+            [ExtendedKeyUsageOID.SERVER_AUTH],
+            [x509.IPAddress(ip) for ip in ips] + [x509.DNSName(d) for d in dns],
+        ),
+        _Leaf(
+            pki.kubelet_cert,
+            pki.kubelet_key,
+            _name(NODE_NAME),
+            [ExtendedKeyUsageOID.SERVER_AUTH],
+            [bridge, x509.DNSName(NODE_NAME)],
+        ),
+        _Leaf(
+            pki.kubelet_client_cert,
+            pki.kubelet_client_key,
+            _name("kube-apiserver-kubelet-client", "system:masters"),
+            [ExtendedKeyUsageOID.CLIENT_AUTH],
+            [],
+        ),
+        # The aggregation layer's client identity towards extension API servers (Kueue's
+        # visibility API), which trust the front-proxy CA for it and nothing else.
+        _Leaf(
+            pki.front_proxy_client_cert,
+            pki.front_proxy_client_key,
+            _name(FRONT_PROXY_CLIENT),
+            [ExtendedKeyUsageOID.CLIENT_AUTH],
+            [],
+            front_proxy=True,
+        ),
+        # Kueue's webhooks (called by URL at the bridge IP) and its visibility API (called
+        # through the kueue-system/visibility-server Service by the aggregator).
+        _Leaf(
+            pki.kueue_cert,
+            pki.kueue_key,
+            _name("kueue"),
+            [ExtendedKeyUsageOID.SERVER_AUTH],
+            [bridge, x509.DNSName(KUEUE_VISIBILITY_HOST)],
+        ),
+    ]
+
+
+def _create_ca(pki: Pki, front_proxy: bool = False) -> None:
+    cert_path, key_path = (
+        (pki.front_proxy_ca_cert, pki.front_proxy_ca_key) if front_proxy else (pki.ca_cert, pki.ca_key)
     )
-    leaf(
-        pki.kubelet_cert,
-        pki.kubelet_key,
-        _name(NODE_NAME),
-        [ExtendedKeyUsageOID.SERVER_AUTH],
-        [x509.IPAddress(ipaddress.ip_address(BRIDGE_IP)), x509.DNSName(NODE_NAME)],
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = _name("pypod-harness-front-proxy-ca" if front_proxy else "pypod-harness-ca")
+    cert = _sign(name, key.public_key(), key, name, is_ca=True)
+    # Key first: the certificate's presence means the CA is complete.
+    _write_key(key_path, key)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    if not front_proxy:
+        # Leaves of an older CA would not verify against the new one.
+        for leaf in _leaves(pki):
+            if not leaf.front_proxy:
+                leaf.cert.unlink(missing_ok=True)
+
+
+def _create_leaf(pki: Pki, leaf: _Leaf) -> None:
+    cert_path, key_path = (
+        (pki.front_proxy_ca_cert, pki.front_proxy_ca_key) if leaf.front_proxy else (pki.ca_cert, pki.ca_key)
     )
-    leaf(
-        pki.kubelet_client_cert,
-        pki.kubelet_client_key,
-        _name("kube-apiserver-kubelet-client", "system:masters"),
-        [ExtendedKeyUsageOID.CLIENT_AUTH],
-    )
-    # Service-account tokens are signed with RSA: every client library verifies RS256.
-    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    _write_key(pki.sa_key, sa_key)
-    pki.sa_pub.write_bytes(
-        sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    _write_key(pki.ca_key, ca_key)
-    pki.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    ca_cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    ca_key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _sign(leaf.subject, key.public_key(), ca_key, ca_cert.subject, usages=leaf.usages, sans=leaf.sans or None)
+    _write_key(leaf.key, key)
+    leaf.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))

@@ -167,3 +167,32 @@ def test_gpu_kwok_nodes_advertise_gpus_with_their_product_and_the_kwok_taint():
         assert node["status"]["capacity"]["nvidia.com/gpu"] == "4"
         assert node["spec"]["taints"] == c.kwok_nodes(1)[0]["spec"]["taints"]
         assert node["metadata"]["labels"]["type"] == "kwok-gpu"  # not picked by `type=kwok` scale tests
+
+
+def test_apiserver_runs_the_aggregation_layer_with_the_front_proxy_identity(tmp_path: Path):
+    layout = Layout(cache=tmp_path / "cache", state=tmp_path / "state")
+    pki = Pki(tmp_path / "pki")
+    argv = c.apiserver(layout, _ports(), pki).argv
+    assert f"--requestheader-client-ca-file={pki.front_proxy_ca_cert}" in argv
+    assert "--requestheader-allowed-names=front-proxy-client" in argv
+    assert f"--proxy-client-cert-file={pki.front_proxy_client_cert}" in argv
+    assert "--enable-aggregator-routing=true" in argv
+
+
+def test_pki_signs_certificates_added_later_with_the_ca_already_there(tmp_path: Path):
+    from cryptography import x509
+
+    from harness.pki import ensure_pki
+
+    pki = ensure_pki(tmp_path / "pki")
+    ca_before = pki.ca_cert.read_bytes()
+    pki.kueue_cert.unlink()  # as in a PKI made before the harness knew Kueue
+    ensure_pki(tmp_path / "pki")
+    assert pki.ca_cert.read_bytes() == ca_before
+    ca = x509.load_pem_x509_certificate(ca_before)
+    kueue = x509.load_pem_x509_certificate(pki.kueue_cert.read_bytes())
+    kueue.verify_directly_issued_by(ca)
+    sans = kueue.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "visibility-server.kueue-system.svc" in sans.get_values_for_type(x509.DNSName)
+    front_proxy = x509.load_pem_x509_certificate(pki.front_proxy_client_cert.read_bytes())
+    front_proxy.verify_directly_issued_by(x509.load_pem_x509_certificate(pki.front_proxy_ca_cert.read_bytes()))
