@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 from .errors import HarnessError
-from .gobuild import build_go_tools, build_kubernetes, build_kwok
+from .gobuild import build_go_tools, build_kubernetes, build_kwok, kueue_manifests
 from .images import pause_archive, python_rootfs
 from .layout import CNI_PACKAGE, CNI_PLUGIN_DIR, CNI_PLUGINS, HOST_TOOLS, Layout
 
@@ -53,6 +53,7 @@ def build(layout: Layout | None = None, report: Report = print) -> None:
     began = time.monotonic()
     install_packages(report)
     built = build_kubernetes(layout, report) + build_kwok(layout, report) + build_go_tools(layout, report)
+    kueue_manifests(layout)
     pause_archive(layout, report)
     python_rootfs(layout, report)
     what = ", ".join(built) if built else "nothing new (all cached)"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from . import components as c
-from . import host
+from . import host, kueue
 from .errors import HarnessError
 from .gobuild import GO_TOOL_NAMES
 from .images import containers_conf, pause_archive, push_base_image
@@ -52,6 +52,7 @@ COMPONENT_ORDER = (
     "kubelet",
     "kube-proxy",
     "coredns",
+    "kueue",
     "kwok",
 )
 
@@ -100,7 +101,7 @@ def check_prerequisites(layout: Layout) -> None:
     if missing_bins:
         raise HarnessError(
             f"not built yet: {', '.join(missing_bins)} (looked in {layout.bin})",
-            hint="run `python -m harness build` (about 10 minutes the first time)",
+            hint="run `python -m harness build` (about 30 minutes the first time)",
         )
     missing_tools = [
         f"{tool} (apt-get install {pkg})" for tool, pkg in HOST_TOOLS.items() if shutil.which(tool) is None
@@ -154,12 +155,14 @@ class _Starter:
     def start(self, component: c.Component) -> Recorded:
         return self.procs.start(component)
 
-    def wait(self, record: Recorded, ready: Callable[[], bool], timeout: float, what: str = "") -> None:
+    def wait(
+        self, record: Recorded, ready: Callable[[], bool], timeout: float, what: str = "", label: str = ""
+    ) -> None:
         deadline = time.monotonic() + timeout
         started = time.monotonic()
         while time.monotonic() < deadline:
             if ready():
-                self.report(f"  {record.name} ready ({time.monotonic() - started:.1f}s)")
+                self.report(f"  {label or record.name} ready ({time.monotonic() - started:.1f}s)")
                 return
             if not record.alive():
                 raise HarnessError(
@@ -234,7 +237,7 @@ def _reset_state(layout: Layout) -> None:
     """A fresh cluster each `up`: new etcd, new kubelet and pod state. PKI and
     containerd's image store are kept, so pulled images stay cached."""
     host.unmount_all_under(layout.state)
-    for sub in ("data", "kubelet", "pod-logs", "cni", "netns", "config", "pids", "logs"):
+    for sub in ("data", "kubelet", "pod-logs", "cni", "netns", "config", "pids", "logs", "kueue"):
         shutil.rmtree(layout.state / sub, ignore_errors=True)
     shutil.rmtree(c.containerd_paths(layout)["state"], ignore_errors=True)
     for sub in ("data", "kubelet", "pod-logs", "logs", "pids"):
@@ -303,6 +306,7 @@ def _start_all(layout: Layout, starter: _Starter, report: Report) -> ClusterInfo
     sched = starter.start(c.scheduler(layout, ports))
     containerd = starter.start(c.containerd(layout))
     socket_path = c.containerd_paths(layout)["socket"]
+    kueue_process = _start_kueue(layout, starter, ports, pki)
     starter.wait(cm, lambda: _http_ok(f"https://127.0.0.1:{ports.controller_manager}/healthz", insecure=True), 60)
     starter.wait(sched, lambda: _http_ok(f"https://127.0.0.1:{ports.scheduler}/healthz", insecure=True), 60)
     starter.wait(containerd, lambda: _ctr(socket_path, "version", check=False) is not None, 30)
@@ -327,6 +331,7 @@ def _start_all(layout: Layout, starter: _Starter, report: Report) -> ClusterInfo
     )
     # Ready once its kubernetes plugin has synced Services and EndpointSlices.
     starter.wait(coredns, lambda: coredns_ready(ports), 30, "its /ready endpoint did not answer 200")
+    _finish_kueue(layout, starter, kueue_process, ports)
     try:
         base_image = base_image_future.result()
     finally:
@@ -345,6 +350,62 @@ def _start_all(layout: Layout, starter: _Starter, report: Report) -> ClusterInfo
         node=NODE_NAME,
         ports=ports.to_dict(),
         docker_config=docker_config,
+    )
+
+
+def _start_kueue(layout: Layout, starter: _Starter, ports: c.Ports, pki: Pki) -> Recorded:
+    """Kueue's CRDs, webhooks and visibility APIServices, then Kueue itself; `_finish_kueue`
+    waits for it while the node starts."""
+    manifests = kueue.load_manifests(layout.kueue_manifests)
+    ca = kueue.ca_bundle(pki)
+    crds = kueue.crds(manifests, ports, ca)
+    objects = [kueue.namespace_object(), *crds]
+    objects += kueue.webhook_configurations(manifests, ports, ca) + kueue.visibility_objects(manifests, ports, ca)
+    # Server-side: the Workload CRD is too large for client-side apply's annotation.
+    _kubectl(
+        layout,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        "-",
+        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}),
+    )
+    names = [f"crd/{crd['metadata']['name']}" for crd in crds]
+    _kubectl(layout, "wait", "--for=condition=Established", "--timeout=60s", *names)
+    serving = kueue.serving_dir(layout)
+    serving.mkdir(parents=True, exist_ok=True)
+    for source, target in ((pki.kueue_cert, "tls.crt"), (pki.kueue_key, "tls.key")):
+        shutil.copyfile(source, serving / target)
+        (serving / target).chmod(0o600)
+    (kueue.state_dir(layout) / "config.yaml").write_text(kueue.config(layout, ports))
+    host.make_mount_points([kueue.VISIBILITY_CERT_DIR, kueue.METRICS_CERT_DIR], layout.state / KUEUE_MOUNT_RECORD)
+    return starter.start(kueue.kueue_component(layout, ports))
+
+
+# The folders made on the machine for Kueue's fixed certificate paths; `down` removes them.
+KUEUE_MOUNT_RECORD = "kueue-mount-points.json"
+VISIBILITY_APISERVICE = "apiservice/v1beta2.visibility.kueue.x-k8s.io"
+
+
+def kueue_ready(ports: c.Ports) -> bool:
+    return _http_ok(f"http://127.0.0.1:{ports.kueue_health}/readyz")
+
+
+def _finish_kueue(layout: Layout, starter: _Starter, record: Recorded, ports: c.Ports) -> None:
+    starter.wait(record, lambda: kueue_ready(ports), 90, "its /readyz did not answer 200")
+    # Through Kueue's own webhooks, as a user's objects would go.
+    items = kueue.queue_objects()
+    try:
+        _kubectl(layout, "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    except HarnessError as exc:
+        raise HarnessError(f"kueue: {exc}", hint=f"full log: {record.log}", log_tail=log_tail(record.log)) from exc
+    starter.wait(
+        record,
+        lambda: _condition_true(layout, VISIBILITY_APISERVICE, "Available"),
+        60,
+        f"{VISIBILITY_APISERVICE} (the visibility API) not Available",
+        label="kueue visibility API",
     )
 
 
@@ -442,6 +503,7 @@ def down(layout: Layout | None = None, report: Report = print) -> list[str]:
     host.remove_drop_rule()
     host.remove_kubelet_chains()
     host.delete_bridge()
+    host.remove_mount_points(layout.state / KUEUE_MOUNT_RECORD)
     layout.env_file.unlink(missing_ok=True)
     if stopped or killed or shims:
         report(f"harness down: stopped {', '.join(stopped) or 'nothing'}; {killed} pod processes, {shims} shims")
@@ -474,6 +536,22 @@ def coredns_ready(ports: c.Ports) -> bool:
     return _http_ok(f"http://127.0.0.1:{ports.coredns_ready}/ready")
 
 
+def _condition_true(layout: Layout, resource: str, condition: str) -> bool:
+    out = _kubectl(layout, "get", resource, "-o", "json", check=False)
+    conditions = json.loads(out).get("status", {}).get("conditions", []) if out else []
+    return any(cond["type"] == condition and cond["status"] == "True" for cond in conditions)
+
+
+def _kueue_health(layout: Layout, ports: c.Ports) -> tuple[bool, str]:
+    if not kueue_ready(ports):
+        return False, "not ready (GET /readyz)"
+    if not _condition_true(layout, f"clusterqueue/{kueue.CLUSTER_QUEUE}", "Active"):
+        return False, f"ClusterQueue {kueue.CLUSTER_QUEUE} is not Active"
+    if not _condition_true(layout, VISIBILITY_APISERVICE, "Available"):
+        return False, f"{VISIBILITY_APISERVICE} (the visibility API) is not Available"
+    return True, f"ClusterQueue {kueue.CLUSTER_QUEUE} Active; visibility API Available"
+
+
 def _coredns_health(ports: c.Ports) -> tuple[bool, str]:
     if coredns_ready(ports):
         return True, f"answering on {BRIDGE_IP}:53 (kube-dns {DNS_SERVICE_IP})"
@@ -484,7 +562,7 @@ def health(layout: Layout, ports: c.Ports) -> dict[str, dict[str, object]]:
     """The services whose process running is not enough: is each answering? An unhealthy
     one carries the tail of its log."""
     procs = Processes(layout.pids, layout.logs)
-    checks = {"coredns": lambda: _coredns_health(ports)}
+    checks = {"coredns": lambda: _coredns_health(ports), "kueue": lambda: _kueue_health(layout, ports)}
     result: dict[str, dict[str, object]] = {}
     for name, check in checks.items():
         record = procs.get(name)

@@ -46,6 +46,9 @@ class Ports:
     registry: int
     coredns_health: int
     coredns_ready: int
+    kueue_webhook: int
+    kueue_visibility: int
+    kueue_health: int
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)

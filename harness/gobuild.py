@@ -24,6 +24,7 @@ from .layout import (
     COREDNS_VERSION,
     KUBE_COMMANDS,
     KUBERNETES_VERSION,
+    KUEUE_VERSION,
     KWOK_VERSION,
     STAGING_VERSION,
     Layout,
@@ -228,6 +229,13 @@ GO_TOOLS = (
             *(f"github.com/coredns/coredns/plugin/{p}" for p in COREDNS_PLUGINS),
         ),
     ),
+    GoTool(
+        "kueue",
+        "sigs.k8s.io/kueue",
+        KUEUE_VERSION,
+        "sigs.k8s.io/kueue/cmd/kueue",
+        f"-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion={KUEUE_VERSION}",
+    ),
 )
 GO_TOOL_NAMES = tuple(tool.name for tool in GO_TOOLS)
 
@@ -275,3 +283,36 @@ def _require_go() -> None:
             "the Go toolchain is not on PATH",
             hint="install Go (apt-get install golang, or from go.dev) and run `harness build` again",
         )
+
+
+# Kueue's manifests as its module ships them; `harness up` adapts them (harness/kueue.py).
+KUEUE_MANIFEST_DIRS = ("crd", "webhook", "visibility")
+
+
+def kueue_manifests(layout: Layout) -> Path:
+    """Kueue's config/components/{crd,webhook,visibility}, copied out of the Go module
+    cache (which `go clean -modcache` may empty) beside the binary."""
+    target = layout.kueue_manifests
+    if (target / ".ready").exists():
+        return target
+    env = _go_env(layout)
+    info = subprocess.run(
+        ["go", "list", "-m", "-json", "sigs.k8s.io/kueue"],
+        cwd=layout.cache / "gomod-kueue",
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if info.returncode != 0:
+        raise HarnessError(
+            f"cannot find the sigs.k8s.io/kueue module: {info.stderr.strip()[-300:]}",
+            hint="run `python -m harness build` again",
+        )
+    source = Path(json.loads(info.stdout)["Dir"]) / "config" / "components"
+    shutil.rmtree(target, ignore_errors=True)
+    for sub in KUEUE_MANIFEST_DIRS:
+        shutil.copytree(source / sub, target / sub)
+    for path in target.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)  # the module cache's copies are read-only
+    (target / ".ready").touch()
+    return target

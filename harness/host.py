@@ -5,6 +5,7 @@ rule, pod mounts, network namespaces and cgroups; and how it undoes each.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -166,3 +167,24 @@ def wait_gone(pids: list[int], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
         time.sleep(0.05)
+
+
+def make_mount_points(paths: list[Path], record: Path) -> None:
+    """Create the folders among `paths` (and their parents) that do not exist, noting
+    each in `record` so that `remove_mount_points` takes away exactly those."""
+    created = json.loads(record.read_text()) if record.exists() else []
+    for path in paths:
+        missing = [p for p in (path, *path.parents) if not p.exists()]
+        for folder in reversed(missing):
+            folder.mkdir()
+            created.append(str(folder))
+    record.write_text(json.dumps(created))
+
+
+def remove_mount_points(record: Path) -> None:
+    if not record.exists():
+        return
+    for folder in sorted(json.loads(record.read_text()), key=lambda p: p.count("/"), reverse=True):
+        with contextlib.suppress(OSError):  # not empty: something else put files there
+            Path(folder).rmdir()
+    record.unlink()

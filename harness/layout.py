@@ -20,6 +20,8 @@ BUILDKIT_VERSION = "v0.34.2"
 BUILDX_VERSION = "v0.38.2"
 # Cluster DNS, built with only the plugins its Corefile uses (see gobuild.COREDNS_MAIN).
 COREDNS_VERSION = "v1.15.0"
+# Queueing and quota: Kueue's controller, webhooks and visibility API as one host process.
+KUEUE_VERSION = "v0.17.0"
 
 KUBE_COMMANDS = (
     "kube-apiserver",
@@ -44,6 +46,9 @@ HOST_TOOLS = {
     "debootstrap": "debootstrap",
     "busybox": "busybox-static",
     "ip": "iproute2",
+    # Kueue runs in a mount namespace of its own (harness/kueue.py).
+    "unshare": "util-linux",
+    "mount": "mount",
     "go": "golang (or the Go toolchain from go.dev)",
 }
 CNI_PLUGIN_DIR = Path("/usr/lib/cni")
@@ -103,6 +108,11 @@ class Layout:
 
     def binary(self, name: str) -> Path:
         return self.bin / name
+
+    @property
+    def kueue_manifests(self) -> Path:
+        """Kueue's CRDs, webhook and visibility manifests, as its Go module ships them."""
+        return self.cache / f"kueue-{KUEUE_VERSION}-config"
 
     @property
     def buildkit(self) -> Path:
