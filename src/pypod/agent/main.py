@@ -1,7 +1,7 @@
 """The agent's entry point inside the pod: ``agent.pyz ROLE ...``.
 
-Roles: ``host`` and ``attach`` (the interactive session, session.py) and ``sync``
-(one side of the live folder sync, syncd.py).
+Roles: ``host`` and ``attach`` (the interactive session, session.py), ``sync``
+(one side of the live folder sync, syncd.py) and ``info`` (what this pod has, resources.py).
 """
 
 import sys
@@ -22,5 +22,12 @@ def main(argv):
         from .syncd import serve
 
         return serve()
-    sys.stderr.write("usage: agent.pyz host [--keep-alive S] [--detach] -- COMMAND... | attach | sync\n")
+    if role == "info":
+        from .resources import main as info_main
+
+        return info_main(rest)
+    sys.stderr.write(
+        "usage: agent.pyz host [--keep-alive S] [--detach] -- COMMAND... | attach | sync"
+        " | info [--json|--export|--banner]\n"
+    )
     return 2
