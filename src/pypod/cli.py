@@ -42,6 +42,10 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--cpu", help="CPU request and limit, e.g. 2 or 500m."),
         click.option("--memory", help="Memory request and limit, e.g. 4Gi."),
         click.option("--gpu", type=int, help="nvidia.com/gpu count."),
+        click.option(
+            "--threads",
+            help="OMP_NUM_THREADS, MKL_NUM_THREADS, ... in the pod: auto (from --cpu, the default), N, or off.",
+        ),
         click.option("--env", "-e", "env", multiple=True, help="KEY=VALUE for the driver (repeatable)."),
         click.option("--label", "-l", "labels", multiple=True, help="KEY=VALUE label on the Job (repeatable)."),
         click.option("--python", help="Interpreter command (default: ipython if the image has it, else python)."),

@@ -39,6 +39,7 @@ except ImportError as exc:  # the usual cause: a driver image without dask
     ) from exc
 
 from .errors import Forbidden, PypodError, UsageError
+from .kube.podenv import parse_threads
 from .kube.status import FATAL_WAITING, explain
 from .kube.workers import LABEL_CLUSTER, WorkerEnd, worker_end, worker_pod_spec
 from .run.forward import free_port
@@ -125,6 +126,7 @@ class _PodManager:
             tolerations=c.tolerations,
             owner=c.owner,
             death_timeout=c.death_timeout,
+            threads=c.threads,
         )
         return c.configure(pod) if c.configure else pod
 
@@ -288,6 +290,8 @@ class K8sCluster(SpecCluster):
     and returns it, applied last. ``image``, ``namespace`` and
     ``service_account`` default to the driver pod's own; outside a pod they must
     be given, with ``scheduler_host`` (an address the workers can reach).
+    ``threads`` sizes the workers' thread pools (OMP_NUM_THREADS and the rest):
+    "auto" (``cpu`` rounded up, as ``--nthreads``), "off", or a count.
     """
 
     def __init__(
@@ -309,6 +313,7 @@ class K8sCluster(SpecCluster):
         scheduler_host: str | None = None,
         scheduler_port: int = 0,
         death_timeout: int = 60,
+        threads: str | int = "auto",
         stream_logs: bool = False,
         asynchronous: bool = False,
         **kwargs: Any,
@@ -318,6 +323,7 @@ class K8sCluster(SpecCluster):
         self.node_selector, self.tolerations = node_selector, tolerations
         self.pending_timeout, self.configure = pending_timeout, configure
         self.death_timeout, self.stream_logs = death_timeout, stream_logs
+        self.threads = parse_threads(threads)
         self._events: list[WorkerEnd] = []
         driver = _driver_pod()
         if driver is None:

@@ -17,6 +17,7 @@ from typing import Any
 from .errors import ProjectError, UsageError
 from .image.buildargs import check_build_args
 from .image.registry import DEFAULT_PLATFORM
+from .kube.podenv import parse_threads
 from .quantity import check_quantity
 
 PLATFORM = re.compile(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?")
@@ -49,6 +50,7 @@ class Settings:
     cpu: str | None = None
     memory: str | None = None
     gpu: int = 0
+    threads: str = "auto"  # OMP_NUM_THREADS & co in the pods: auto (from cpu), off, or a count
     env: tuple[tuple[str, str], ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
     python: str | None = None  # None: ipython if the image has it, else python
@@ -163,6 +165,7 @@ def resolve(
             f"platform must be os/arch[/variant], got {settings.platform!r}", hint="e.g. --platform linux/arm64"
         )
     check_build_args(settings.build_args)
+    settings = settings.replace(threads=str(parse_threads(settings.threads)))
     if settings.gpu < 0:
         raise UsageError(f"--gpu must be 0 or more, got {settings.gpu}", hint="e.g. --gpu 1")
     return settings

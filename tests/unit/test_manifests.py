@@ -120,3 +120,57 @@ def test_ttl_setting_applies_to_the_default_template_and_a_templates_own_value_w
     assert driver_job(spec(ttl_seconds=7))["spec"]["ttlSecondsAfterFinished"] == 7
     own = DEFAULT_TEMPLATE.replace("  backoffLimit: 0\n", "  backoffLimit: 0\n  ttlSecondsAfterFinished: 42\n")
     assert driver_job(spec(ttl_seconds=7), own)["spec"]["ttlSecondsAfterFinished"] == 42
+
+
+def test_driver_gets_the_downward_api_and_thread_counts_from_its_cpu_limit():
+    c = container(driver_job(spec(cpu="1500m", memory="300Mi", env=(("OMP_NUM_THREADS", "8"),))))
+    env = {e["name"]: e for e in c["env"]}
+    assert env["OMP_NUM_THREADS"]["value"] == "8"  # the user's --env wins
+    assert [e["name"] for e in c["env"]].count("OMP_NUM_THREADS") == 1
+    assert {n: env[n]["value"] for n in ("MKL_NUM_THREADS", "POLARS_MAX_THREADS", "PYTHON_CPU_COUNT")} == {
+        "MKL_NUM_THREADS": "2",
+        "POLARS_MAX_THREADS": "2",
+        "PYTHON_CPU_COUNT": "2",
+    }
+    refs = {
+        n: e["valueFrom"]["resourceFieldRef"] for n, e in env.items() if "resourceFieldRef" in e.get("valueFrom", {})
+    }
+    assert refs == {
+        "POD_CPU_REQUEST_MILLICORES": {"resource": "requests.cpu", "divisor": "1m"},
+        "POD_CPU_LIMIT_MILLICORES": {"resource": "limits.cpu", "divisor": "1m"},
+        "POD_MEMORY_REQUEST_BYTES": {"resource": "requests.memory", "divisor": "1"},
+        "POD_MEMORY_LIMIT_BYTES": {"resource": "limits.memory", "divisor": "1"},
+    }
+    fields = {
+        n: e["valueFrom"]["fieldRef"]["fieldPath"] for n, e in env.items() if "fieldRef" in e.get("valueFrom", {})
+    }
+    assert fields == {
+        "POD_NAME": "metadata.name",
+        "POD_NAMESPACE": "metadata.namespace",
+        "NODE_NAME": "spec.nodeName",
+        "POD_UID": "metadata.uid",
+        "POD_IP": "status.podIP",
+    }
+    assert env["PYPOD_IMAGE"]["value"] == "127.0.0.1:5000/x:1"
+
+
+def test_thread_counts_follow_a_template_limit_and_leave_template_env_alone():
+    template = JULIA_POD_STYLE.replace(
+        "        env:\n",
+        "        resources:\n          limits: {cpu: '3', ephemeral-storage: 2Gi}\n"
+        "        env:\n        - name: NUMEXPR_MAX_THREADS\n          value: '64'\n",
+    )
+    c = container(driver_job(spec(), template))
+    env = {e["name"]: e for e in c["env"]}
+    assert env["OMP_NUM_THREADS"]["value"] == "3"
+    assert env["NUMEXPR_MAX_THREADS"]["value"] == "64"
+    ref = env["POD_EPHEMERAL_STORAGE_LIMIT_BYTES"]["valueFrom"]["resourceFieldRef"]
+    assert ref == {"resource": "limits.ephemeral-storage", "divisor": "1"}
+
+
+def test_no_thread_counts_without_a_cpu_limit_or_with_threads_off():
+    assert "OMP_NUM_THREADS" not in {e["name"] for e in container(driver_job(spec()))["env"]}
+    assert "OMP_NUM_THREADS" not in {e["name"] for e in container(driver_job(spec(cpu="2", threads="off")))["env"]}
+    env = {e["name"]: e.get("value") for e in container(driver_job(spec(threads="5")))["env"]}
+    assert env["VECLIB_MAXIMUM_THREADS"] == env["RAYON_NUM_THREADS"] == "5"
+    assert "POD_CPU_LIMIT_MILLICORES" not in env  # no limit set: it would read as the node's

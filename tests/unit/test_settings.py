@@ -63,3 +63,13 @@ def test_broken_pyproject_is_a_project_error(tmp_path: Path):
     (tmp_path / "pyproject.toml").write_text("[tool.pypod\n")
     with pytest.raises(ProjectError):
         read_pyproject(tmp_path)
+
+
+def test_threads_setting_is_auto_off_or_a_count():
+    assert resolve({}, {}, {}).threads == "auto"
+    assert resolve({"threads": "OFF"}, {}, {}).threads == "off"
+    assert resolve({}, {"PYPOD_THREADS": "4"}, {}).threads == "4"
+    assert resolve({}, {}, {"threads": 2}).threads == "2"
+    for bad in ("0", "many", "-1"):
+        with pytest.raises(UsageError, match="--threads must be auto, off or a count"):
+            resolve({"threads": bad}, {}, {})

@@ -23,7 +23,7 @@ def test_worker_pod_runs_dask_worker_against_the_driver_with_requests_equal_limi
     assert container["command"][:3] == ["dask", "worker", "tcp://10.88.0.5:8786"]
     cmd = container["command"]
     assert cmd[cmd.index("--name") + 1] == "drv-abc123-w0"
-    assert cmd[cmd.index("--nthreads") + 1] == "1"
+    assert cmd[cmd.index("--nthreads") + 1] == "2"  # 1.5 CPUs rounded up, as OMP_NUM_THREADS
     assert cmd[cmd.index("--memory-limit") + 1] == str(512 * 2**20)
     assert cmd[cmd.index("--death-timeout") + 1] == "60"
     assert container["resources"]["requests"] == container["resources"]["limits"] == {"cpu": "1500m", "memory": "512Mi"}
@@ -48,7 +48,33 @@ def test_generate_name_gpu_owner_and_scheduling_options():
 
 
 def test_threads_from_cpu():
-    assert [worker_threads(c) for c in ("100m", "1", "2.5", 4)] == [1, 1, 2, 4]
+    assert [worker_threads(c) for c in ("100m", "1", "1001m", "2.5", 4)] == [1, 1, 2, 3, 4]
+
+
+def test_worker_env_has_the_downward_api_the_image_and_thread_counts_matching_nthreads():
+    pod = spec(cpu="2500m", memory="1Gi", env={"MKL_NUM_THREADS": "1"})
+    container = pod["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    nthreads = container["command"][container["command"].index("--nthreads") + 1]
+    assert nthreads == env["OMP_NUM_THREADS"]["value"] == env["PYTHON_CPU_COUNT"]["value"] == "3"
+    assert env["MKL_NUM_THREADS"]["value"] == "1"  # the user's own stays
+    assert [e["name"] for e in container["env"]].count("MKL_NUM_THREADS") == 1
+    assert env["POD_UID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.uid"
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    assert env["POD_CPU_LIMIT_MILLICORES"]["valueFrom"]["resourceFieldRef"] == {
+        "resource": "limits.cpu",
+        "divisor": "1m",
+    }
+    assert env["POD_MEMORY_LIMIT_BYTES"]["valueFrom"]["resourceFieldRef"] == {
+        "resource": "limits.memory",
+        "divisor": "1",
+    }
+    assert "POD_EPHEMERAL_STORAGE_LIMIT_BYTES" not in env  # not set: it would read as the node's
+    assert env["PYPOD_IMAGE"]["value"] == "reg/app@sha256:1"
+    off = spec(cpu="2", threads="off")["spec"]["containers"][0]
+    assert "OMP_NUM_THREADS" not in {e["name"] for e in off["env"]}
+    four = spec(cpu="1", threads=4)["spec"]["containers"][0]
+    assert {e["name"]: e.get("value") for e in four["env"]}["RAYON_NUM_THREADS"] == "4"
 
 
 def test_worker_end_reasons():

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..names import label_value
+from .podenv import identity_env, image_env, resource_env, thread_env
 from .template import DEFAULT_TEMPLATE, render_template
 
 MANAGED_BY = "pypod"
@@ -47,6 +48,7 @@ class RunSpec:
     workdir: str | None = None
     ttl_seconds: int = 300
     detach: bool = False
+    threads: str = "auto"  # thread-pool variables: auto (from the CPU limit), off, or a count
     extra_env: tuple[tuple[str, str], ...] = field(default=())  # pypod's own, set before the user's
 
     def selector_labels(self) -> dict[str, str]:
@@ -93,16 +95,9 @@ def _resources(spec: RunSpec, existing: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in resources.items() if v}
 
 
-def _downward_env() -> list[dict[str, Any]]:
-    def field_ref(name: str, path: str) -> dict[str, Any]:
-        return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
-
-    return [
-        field_ref("POD_NAME", "metadata.name"),
-        field_ref("POD_NAMESPACE", "metadata.namespace"),
-        field_ref("POD_IP", "status.podIP"),
-        field_ref("NODE_NAME", "spec.nodeName"),
-    ]
+def _downward_env(resources: dict[str, Any]) -> list[dict[str, Any]]:
+    pod_ip = {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+    return [*identity_env(), pod_ip, *resource_env(resources)]
 
 
 def _merge_env(existing: list[dict[str, Any]], additions: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -153,8 +148,16 @@ def apply_run_options(job: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
     resources = _resources(spec, driver.get("resources", {}))
     if resources:
         driver["resources"] = resources
-    env_additions = _downward_env() + [{"name": k, "value": v} for k, v in (*spec.extra_env, *spec.env)]
-    driver["env"] = _merge_env(driver.get("env") or [], env_additions)
+    existing = driver.get("env") or []
+    taken = {e["name"] for e in existing} | {k for k, _ in spec.env}
+    cpu_limit = (resources.get("limits") or {}).get("cpu")
+    env_additions = [
+        *_downward_env(resources),
+        *image_env(spec.image),
+        *thread_env(spec.threads, cpu_limit, taken),
+        *({"name": k, "value": v} for k, v in (*spec.extra_env, *spec.env)),
+    ]
+    driver["env"] = _merge_env(existing, env_additions)
     return job
 
 

@@ -4,12 +4,12 @@ Pure: no cluster here.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from ..names import label_value, shorten
 from ..quantity import parse_quantity
+from .podenv import identity_env, image_env, resource_env, thread_count, thread_env
 
 LABEL_CLUSTER = "pypod.dev/cluster"
 LABEL_DRIVER = "pypod.dev/driver"
@@ -18,9 +18,9 @@ COMPONENT = "dask-worker"
 
 
 def worker_threads(cpu: str | float) -> int:
-    """--nthreads from a cpu quantity: whole cores, at least one."""
-    cores = parse_quantity(str(cpu), "cpu")
-    return max(1, math.floor(cores))
+    """--nthreads from a cpu quantity: the limit rounded up, at least one; the same count as
+    the pod's OMP_NUM_THREADS and the rest, and as `pypod info`'s effective CPUs."""
+    return thread_count(cpu)
 
 
 def worker_memory_bytes(memory: str) -> int:
@@ -45,12 +45,15 @@ def worker_pod_spec(
     tolerations: list[dict[str, Any]] | None = None,
     owner: dict[str, Any] | None = None,
     death_timeout: int = 60,
+    threads: str | int = "auto",
 ) -> dict[str, Any]:
     """A worker pod: the driver's image running `dask worker` against the driver's scheduler.
 
     requests = limits for cpu and memory (so the kernel enforces what Dask is told);
     `gpu` adds nvidia.com/gpu; `owner` (the driver pod) makes Kubernetes delete the
-    worker with it. Without `name`, the pod is named by generateName.
+    worker with it. Without `name`, the pod is named by generateName. `threads` sets
+    OMP_NUM_THREADS and the other thread-pool variables: "auto" (from `cpu`), "off", or a
+    count; variables given in `env` are left as given.
     """
     cpu_text = str(cpu)
     limits: dict[str, str] = {"cpu": cpu_text, "memory": memory}
@@ -94,13 +97,16 @@ def worker_pod_spec(
             # pod ends with the reason, instead of a nanny quietly restarting it.
             "--no-nanny",
         ],
-        "env": [
-            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {"name": "PYTHONUNBUFFERED", "value": "1"},
-            *({"name": k, "value": v} for k, v in (env or {}).items()),
-        ],
-        "resources": {"requests": {k: v for k, v in limits.items()}, "limits": limits},
+        "resources": {"requests": dict(limits), "limits": dict(limits)},
     }
+    container["env"] = [
+        *identity_env(),
+        *resource_env(container["resources"]),
+        *image_env(image),
+        *thread_env(threads, cpu_text, set(env or {})),
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        *({"name": k, "value": v} for k, v in (env or {}).items()),
+    ]
     spec: dict[str, Any] = {"restartPolicy": "Never", "terminationGracePeriodSeconds": 5, "containers": [container]}
     if service_account:
         spec["serviceAccountName"] = service_account

@@ -72,6 +72,7 @@ def plan_run(
         cpu=settings.cpu,
         memory=settings.memory,
         gpu=settings.gpu,
+        threads=settings.threads,
         env=settings.env,
         labels=settings.labels,
         workdir=settings.workdir,
