@@ -4,6 +4,8 @@
     cluster = K8sCluster(3, cpu=0.5, memory="512Mi", pending_timeout=30)
     client = cluster.get_client()
 
+    pypod.info().cpu.effective        # what this pod really has, next to its node
+
 The names below are imported on first use, so `import pypod` (and `pypod --help`)
 stays fast.
 """
@@ -14,14 +16,18 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import PypodError
 
-__all__ = ["K8sCluster", "PypodError", "Settings", "WorkerEnd", "worker_pod_spec"]
+__all__ = ["Info", "K8sCluster", "PypodError", "Settings", "WorkerEnd", "info", "worker_pod_spec"]
 
 if TYPE_CHECKING:
+    from .agent.resources import Info
     from .cluster import K8sCluster
     from .kube.workers import WorkerEnd, worker_pod_spec
+    from .podinfo import info
     from .settings import Settings
 
 _LAZY = {
+    "Info": ("pypod.agent.resources", "Info"),
+    "info": ("pypod.podinfo", "info"),
     "K8sCluster": ("pypod.cluster", "K8sCluster"),
     "WorkerEnd": ("pypod.kube.workers", "WorkerEnd"),
     "worker_pod_spec": ("pypod.kube.workers", "worker_pod_spec"),

@@ -15,9 +15,9 @@ from typing import Any
 
 import click
 
-from .errors import PypodError
+from .errors import PypodError, UsageError
 
-COMMANDS = ("start", "run", "attach", "sync", "ps", "logs", "rm", "template", "rbac", "plan", "jupyter")
+COMMANDS = ("start", "run", "attach", "sync", "ps", "logs", "rm", "info", "template", "rbac", "plan", "jupyter")
 
 
 def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -240,6 +240,48 @@ def rm(
     from .run.manage import remove_runs
 
     sys.exit(remove_runs(_connect(namespace, context, kubeconfig), run_names, everything))
+
+
+@main_group.command(name="info")
+@click.argument("run_name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine output: every figure and its source.")
+@click.option("--export", is_flag=True, help="Shell `export` lines sizing thread pools (OMP_NUM_THREADS, ...).")
+@target_options
+def info_command(
+    run_name: str | None,
+    as_json: bool,
+    export: bool,
+    namespace: str | None,
+    context: str | None,
+    kubeconfig: str | None,
+) -> None:
+    """What this machine, or RUN's pod, really has (CPU, memory, GPUs, disks, /dev/shm), next to the node.
+
+    \b
+      pypod info                 this machine or pod, as a table
+      pypod info RUN             RUN's pod (the figures are read inside it)
+      eval "$(pypod info --export)"   thread pools sized to the CPU limit
+    """
+    from . import podinfo
+    from .agent.resources import export_lines
+
+    if as_json and export:
+        raise UsageError("--json and --export are two outputs; pick one", hint="e.g. pypod info --json")
+    if run_name is None:
+        data = podinfo.info()
+    else:
+        from .kube.manifests import DRIVER_CONTAINER
+        from .run.driver import running_pod
+
+        driver = _connect(namespace, context, kubeconfig)
+        pod = running_pod(driver, run_name)
+        data = podinfo.info_of_pod(driver.kubectl().base(), pod.metadata.name, DRIVER_CONTAINER)
+    if as_json:
+        click.echo(data.to_json())
+    elif export:
+        click.echo(export_lines(data), nl=False)
+    else:
+        podinfo.show(data)
 
 
 @main_group.command()

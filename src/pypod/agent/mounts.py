@@ -166,15 +166,23 @@ def classify(mount: Mount, node_devices: frozenset) -> Volume | None:
     return Volume(mount, "disk", mount.source, on_node)
 
 
-def pod_volumes(mounts: list[Mount]) -> list[Volume]:
-    """Every mount that holds data (root, shm, volumes), in mount order."""
+def pod_volumes(mounts: list[Mount], keep: tuple[str, ...] = ()) -> list[Volume]:
+    """Every mount that holds data (root, shm, volumes), in mount order. Outside a pod, as df
+    does: each filesystem once, at its first mount, without bind mounts and tmpfs (a host
+    has dozens, from container runtimes and kubelets), except the mount points in `keep`."""
     visible = visible_mounts(mounts)
     node_devices = node_disk_devices(visible)
-    volumes = []
+    volumes, devices = [], set()
     for mount in visible:
         volume = classify(mount, node_devices)
-        if volume is not None:
-            volumes.append(volume)
+        if volume is None:
+            continue
+        outside_pod = not node_devices and volume.kind not in ("root", "shm") and mount.mount_point not in keep
+        hidden = volume.kind in ("tmpfs", "hostPath", "config") or mount.fstype == "overlay" or mount.device in devices
+        if outside_pod and hidden:
+            continue
+        devices.add(mount.device)
+        volumes.append(volume)
     return volumes
 
 

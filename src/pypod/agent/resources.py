@@ -539,8 +539,10 @@ def collect(system: System | None = None, sample_s: float = CPU_SAMPLE_S, measur
         usage_source=usage_source,
     )
 
+    workdir = system.workdir()
+    holder = mounts.mount_of(os.path.normpath(workdir), mount_list) if workdir.startswith("/") else None
     disks, shm = [], None
-    for volume in mounts.pod_volumes(mount_list):
+    for volume in mounts.pod_volumes(mount_list, keep=(holder.mount_point,) if holder else ()):
         mount = volume.mount
         sizes = system.statvfs(mount.mount_point)
         total, free = sizes if sizes else (None, None)
@@ -553,9 +555,6 @@ def collect(system: System | None = None, sample_s: float = CPU_SAMPLE_S, measur
         disk = Disk(mount.mount_point, volume.kind, volume.name, mount.fstype, mount.source, total, free)
         disk.on_node_disk = volume.on_node_disk
         disks.append(disk)
-    workdir = system.workdir()
-    holder = mounts.mount_of(os.path.normpath(workdir), mount_list) if workdir.startswith("/") else None
-
     identity = _identity(system, mount_list)
     ephemeral = Ephemeral(
         limit=int(downward["ephemeral_limit"]) if "ephemeral_limit" in downward else None,
