@@ -118,7 +118,7 @@ def test_disks_shm_and_ephemeral_storage_measured_against_the_limit(tmp_path: Pa
         "KUBERNETES_SERVICE_HOST": "10.96.0.1",
         "POD_EPHEMERAL_STORAGE_LIMIT_BYTES": str(2 * 2**30),
         "POD_EPHEMERAL_STORAGE_REQUEST_BYTES": str(2**30),
-        "PYPOD_IMAGE": "registry/app:tag",
+        "POD_IMAGE": "registry/app:tag",
     }
     system = SizedSystem(str(root), environ=environ, affinity=4, nvml_library=str(root / "none.so"), cwd="/workspace")
     info = collect(system, sample_s=0)

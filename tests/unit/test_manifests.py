@@ -151,7 +151,7 @@ def test_driver_gets_the_downward_api_and_thread_counts_from_its_cpu_limit():
         "POD_UID": "metadata.uid",
         "POD_IP": "status.podIP",
     }
-    assert env["PYPOD_IMAGE"]["value"] == "127.0.0.1:5000/x:1"
+    assert env["POD_IMAGE"]["value"] == "127.0.0.1:5000/x:1"
 
 
 def test_thread_counts_follow_a_template_limit_and_leave_template_env_alone():

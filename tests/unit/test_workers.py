@@ -70,7 +70,7 @@ def test_worker_env_has_the_downward_api_the_image_and_thread_counts_matching_nt
         "divisor": "1",
     }
     assert "POD_EPHEMERAL_STORAGE_LIMIT_BYTES" not in env  # not set: it would read as the node's
-    assert env["PYPOD_IMAGE"]["value"] == "reg/app@sha256:1"
+    assert env["POD_IMAGE"]["value"] == "reg/app@sha256:1"
     off = spec(cpu="2", threads="off")["spec"]["containers"][0]
     assert "OMP_NUM_THREADS" not in {e["name"] for e in off["env"]}
     four = spec(cpu="1", threads=4)["spec"]["containers"][0]

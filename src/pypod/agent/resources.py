@@ -45,7 +45,7 @@ DOWNWARD_RESOURCES = {
     "ephemeral_request": ("POD_EPHEMERAL_STORAGE_REQUEST_BYTES", "requests.ephemeral-storage", "1"),
     "ephemeral_limit": ("POD_EPHEMERAL_STORAGE_LIMIT_BYTES", "limits.ephemeral-storage", "1"),
 }
-IMAGE_ENV = "PYPOD_IMAGE"
+IMAGE_ENV = "POD_IMAGE"  # not PYPOD_IMAGE: that is the `image` setting of a pypod run inside
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 # Thread pools sized from these instead of every core of the node: OpenMP, MKL, OpenBLAS,
