@@ -146,3 +146,30 @@ def test_disks_shm_and_ephemeral_storage_measured_against_the_limit(tmp_path: Pa
         "pod: 4 CPUs (node 4, no limit) · no memory limit (node 15.6 GiB) · no GPU · /workspace 60 GiB free"
         " · /scratch 60 GiB free · /data 1000 GiB free · /shared 5 TiB free · /models 60 GiB free · /dev/shm 2 GiB"
     )
+
+
+# Recorded in a pod on the harness's node, whose kubelet runs with --root-dir outside /var/lib/kubelet.
+HARNESS_POD = """\
+394 249 0:147 / / rw,relatime - overlay overlay rw,lowerdir=/root/.local/state/pypod-harness/containerd/root/io.containerd.snapshotter.v1.overlayfs/snapshots/10/fs,upperdir=/root/.local/state/pypod-harness/containerd/root/io.containerd.snapshotter.v1.overlayfs/snapshots/102/fs,workdir=/root/.local/state/pypod-harness/containerd/root/io.containerd.snapshotter.v1.overlayfs/snapshots/102/work
+396 394 0:150 / /dev rw,nosuid - tmpfs tmpfs rw,size=65536k,mode=755
+400 399 0:152 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime - tmpfs tmpfs rw,mode=755
+401 400 0:29 /kubepods/pod693735e4-3d5c-41fe-9a13-e0cf3cb0a79c/94c17562244af8cd14d6538ba6e8a83cb43903df96100dda7c87ec5c559b5e80 /sys/fs/cgroup/cpu ro,nosuid,nodev,noexec,relatime - cgroup cgroup rw,cpu
+422 394 254:0 /root/.local/state/pypod-harness/kubelet/pods/693735e4-3d5c-41fe-9a13-e0cf3cb0a79c/volumes/kubernetes.io~empty-dir/scratch /scratch rw,relatime - ext4 /dev/vda rw,discard,resv_strict,resuid=65534,resgid=65534
+423 396 0:134 / /dev/shm rw,relatime - tmpfs tmpfs rw,size=262144k,noswap
+424 394 254:0 /root/.local/state/pypod-harness/kubelet/pods/693735e4-3d5c-41fe-9a13-e0cf3cb0a79c/etc-hosts /etc/hosts rw,relatime - ext4 /dev/vda rw,discard,resv_strict,resuid=65534,resgid=65534
+425 396 254:0 /root/.local/state/pypod-harness/kubelet/pods/693735e4-3d5c-41fe-9a13-e0cf3cb0a79c/containers/driver/37661487 /dev/termination-log rw,relatime - ext4 /dev/vda rw,discard,resv_strict,resuid=65534,resgid=65534
+426 394 254:0 /root/.local/state/pypod-harness/containerd/root/io.containerd.grpc.v1.cri/sandboxes/2c543db3/hostname /etc/hostname rw,relatime - ext4 /dev/vda rw,discard
+428 394 0:135 / /run/secrets/kubernetes.io/serviceaccount ro,relatime - tmpfs tmpfs rw,size=307200k,noswap
+255 395 0:150 /null /proc/interrupts rw,nosuid - tmpfs tmpfs rw,size=65536k,mode=755
+"""
+
+
+def test_a_kubelet_root_dir_elsewhere_is_recognised_too():
+    mounts = parse_mountinfo(HARNESS_POD)
+    assert pod_uid_from_mounts(mounts) == "693735e4-3d5c-41fe-9a13-e0cf3cb0a79c"
+    assert {v.mount.mount_point: (v.kind, v.name, v.on_node_disk) for v in pod_volumes(mounts)} == {
+        "/": ("root", "", True),
+        "/scratch": ("emptyDir", "scratch", True),
+        "/dev/shm": ("shm", "", False),
+        "/run/secrets/kubernetes.io/serviceaccount": ("config", "/run/secrets/kubernetes.io/serviceaccount", False),
+    }

@@ -5,7 +5,8 @@ The format is the kernel's (Documentation/filesystems/proc.rst, "3.5 /proc/<pid>
 with space, tab, newline and backslash in paths written as octal escapes (``\\040``).
 
 Inside a pod, the ROOT of a bind mount is the path on the node, so kubelet's volume folders
-(``/var/lib/kubelet/pods/<uid>/volumes/kubernetes.io~empty-dir/<name>``) say what a mount is.
+(``<kubelet root>/pods/<uid>/volumes/kubernetes.io~empty-dir/<name>``; the root is
+/var/lib/kubelet unless kubelet's --root-dir says otherwise) say what a mount is.
 Standard library only; runs on Python >= 3.8.
 """
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-KUBELET_ROOT = "/var/lib/kubelet"
 SHM = "/dev/shm"
 
 # Filesystems that hold no user data; their mounts are not disks.
@@ -25,7 +25,7 @@ NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "ceph", "glusterfs", "lust
 KUBELET_FILES = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/dev/termination-log")
 _OCTAL = re.compile(r"\\([0-7]{3})")
 _VOLUME = re.compile(r"/pods/([0-9a-f-]{36})/volumes/kubernetes\.io~([a-z-]+)/([^/]+)")
-_POD_UID = re.compile(r"/pods/([0-9a-f-]{36})/")
+_POD_DIR = re.compile(r"/pods/([0-9a-f-]{36})/(?:etc-hosts$|volumes/|containers/|plugins/)")
 _PVC_NAME = re.compile(r"(pvc-[0-9a-f-]{36})")
 CONFIG_PLUGINS = ("configmap", "secret", "projected", "downward-api")
 
@@ -101,16 +101,16 @@ def visible_mounts(mounts: list[Mount]) -> list[Mount]:
 def pod_uid_from_mounts(mounts: list[Mount]) -> str:
     """The pod's UID from kubelet's folder names in mount roots ("" outside a pod)."""
     for mount in mounts:
-        match = _POD_UID.search(mount.root)
-        if match and mount.root.startswith(KUBELET_ROOT + "/pods/"):
+        match = _POD_DIR.search(mount.root)
+        if match:
             return match.group(1)
     return ""
 
 
 def node_disk_devices(mounts: list[Mount]) -> frozenset:
     """Devices that hold kubelet's own folders: the node's disk. Every pod has some (its
-    /etc/hosts comes from /var/lib/kubelet/pods/<uid>/etc-hosts)."""
-    return frozenset(m.device for m in mounts if m.root.startswith(KUBELET_ROOT + "/"))
+    /etc/hosts comes from <kubelet root>/pods/<uid>/etc-hosts)."""
+    return frozenset(m.device for m in mounts if _POD_DIR.search(m.root))
 
 
 def _under(path: str, folder: str) -> bool:
@@ -131,7 +131,7 @@ def classify(mount: Mount, node_devices: frozenset) -> Volume | None:
     if any(_under(point, p) for p in ("/proc", "/sys", "/dev")):
         return None
     volume = _VOLUME.search(root)
-    if volume and root.startswith(KUBELET_ROOT + "/"):
+    if volume:
         plugin, name = volume.group(2), volume.group(3)
         if plugin in CONFIG_PLUGINS:
             return Volume(mount, "config", name, False)
@@ -142,7 +142,7 @@ def classify(mount: Mount, node_devices: frozenset) -> Volume | None:
         if plugin == "nfs":
             return Volume(mount, "nfs", name, False)
         return Volume(mount, plugin, name, on_node)
-    if root.startswith(KUBELET_ROOT + "/"):
+    if _POD_DIR.search(root):
         return None  # kubelet's other files (termination logs, plugin sockets)
     if fstype.startswith("nfs"):
         return Volume(mount, "nfs", mount.source, False)
