@@ -63,7 +63,7 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="First sync: local wins (default), pod wins, or mirror local (deletes pod-only files).",
         ),
         click.option("--dry-run", is_flag=True, help="Print the manifests and stop."),
-        click.option("--quiet", "-q", is_flag=True, help="No status output."),
+        click.option("--quiet", "-q", is_flag=True, help="No status output, and no info line at the REPL's start."),
     ]
     for option in reversed(options):
         func = option(func)

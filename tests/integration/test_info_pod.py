@@ -53,6 +53,12 @@ def test_info_of_a_run_reports_the_pods_limits_beside_the_nodes_capacity(pypod_e
     term = Terminal([*args, "--detach", "--no-sync"], pypod_env, cwd=root)
     try:
         term.expect(">>> ", 900)  # the first build installs numpy
+        # The REPL opens with pypod info's line, the pod's figures beside the node's.
+        banner = re.search(
+            r"pod: 0\.5 CPU \(1 thread, node \d+\) · 300 MiB \(node [\d.]+ GiB\) · no GPU · [^\r\n]*", term.text()
+        )
+        assert banner, term.text()[-2000:]
+        assert " · /scratch " in banner.group(0) and banner.group(0).endswith(" · /dev/shm 128 MiB")
         # The marker is split in the source, so only the printed line matches it.
         term.line(
             "import os, numpy, threadpoolctl; print('RES' + 'ULT', os.environ['OMP_NUM_THREADS'],"
@@ -113,6 +119,17 @@ def test_info_of_a_run_reports_the_pods_limits_beside_the_nodes_capacity(pypod_e
 
     assert run_cli(["rm", run], pypod_env).returncode == 0
     wait_for(lambda: not list(kube.list(Pod, namespace=namespace, labels={"pypod.dev/run": run})), 60)
+
+
+def test_quiet_drops_the_banner(pypod_env, cluster, tmp_path: Path):
+    env = dict(pypod_env, PYPOD_IMAGE=cluster.base_image)  # a given image: nothing is built
+    term = Terminal(["--quiet", "--no-sync", "--cpu", "1"], env, cwd=tmp_path)
+    term.expect(">>> ", 120)
+    term.line("import os; print('OMP=' + os.environ['OMP_NUM_THREADS'])")
+    term.expect("OMP=1", 30)
+    term.line("exit()")
+    assert term.wait(60) == 0
+    assert "pod: " not in term.text() and "CPU" not in term.text()
 
 
 def test_info_of_an_unknown_run_is_one_line(pypod_env, tmp_path: Path):

@@ -49,3 +49,43 @@ def test_agent_payload_fits_one_environment_string():
     command = agent.host_command("python3", 900, False, None)
     assert command[:2] == ["python3", "-c"]
     assert command[-2:] == ["--", "auto"]
+
+
+class _Banner:
+    elapsed, waited = 0.02, 0.0
+
+    def __init__(self, line: str) -> None:
+        self.line = line
+
+    def take(self) -> str:
+        return self.line
+
+
+def _started(banner_wanted: bool | None, banner: _Banner | None) -> tuple[list[tuple[bytes, bytes]], list[int]]:
+    """What the session host sends a first client, and whether it started the REPL."""
+    import json
+
+    from pypod.agent.session import Client, Host
+
+    spawned: list[int] = []
+
+    class NoFork(Host):
+        def spawn(self, rows=24, cols=80, history=None, env=None):  # type: ignore[no-untyped-def]
+            spawned.append(rows)
+            self.child_pid = 1
+
+    host = NoFork(["python3"], 900, False, socket_path="/nonexistent/s.sock", banner=banner)
+    client = Client(None)
+    start = {"rows": 30, "cols": 100} | ({} if banner_wanted is None else {"banner": banner_wanted})
+    host.handle(client, b"S", json.dumps(start).encode())
+    return FrameReader().feed(client.outbox), spawned
+
+
+def test_the_first_client_gets_the_info_line_before_the_repl_starts():
+    frames, spawned = _started(None, _Banner("pod: 2 CPUs (node 64)"))
+    assert frames == [(b"o", b"pod: 2 CPUs (node 64)\r\n")] and spawned == [30]
+    frames, spawned = _started(False, _Banner("pod: 2 CPUs (node 64)"))  # pypod --quiet
+    assert frames == [] and spawned == [30]
+    frames, spawned = _started(True, _Banner(""))  # not worked out in time: the REPL starts without it
+    assert frames == [] and spawned == [30]
+    assert _started(True, None) == ([], [30])

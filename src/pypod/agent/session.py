@@ -10,7 +10,7 @@
            stdin/stdout and the host's unix socket.
 
 Frames (see frames.py):
-  client -> host: ``S`` start (JSON: rows, cols, history, env), ``i`` input,
+  client -> host: ``S`` start (JSON: rows, cols, history, env, banner), ``i`` input,
                   ``w`` window size (JSON: rows, cols), ``p`` ping
   host -> client: ``o`` output, ``x`` exit (JSON: code, history), ``p`` pong,
                   ``m`` message from the agent itself
@@ -29,6 +29,7 @@ import socket
 import struct
 import sys
 import termios
+import threading
 import time
 
 from .frames import FrameReader, frame
@@ -81,8 +82,39 @@ class Client:
         self.outbox = b""
 
 
+class Banner:
+    """`pypod info`'s one line, worked out in a thread while the host waits for its first
+    client (the client is still starting the sync then), so the REPL starts no later."""
+
+    WAIT_S = 2.0  # at the first client's start: show it if ready by then, else go without
+
+    def __init__(self):
+        self.line = ""
+        self.elapsed = None
+        self.waited = 0.0
+        self.thread = threading.Thread(target=self._work, name="pypod-banner", daemon=True)
+        self.thread.start()
+
+    def _work(self):
+        started = time.monotonic()
+        try:
+            from .resources import banner, collect
+
+            self.line = banner(collect(sample_s=0, measure_ephemeral=False))
+        except Exception as exc:  # the REPL must start whatever this finds
+            self.line = "pod: (pypod info failed: %s)" % exc
+        self.elapsed = time.monotonic() - started
+
+    def take(self):
+        waited = time.monotonic()
+        self.thread.join(self.WAIT_S)
+        self.waited = time.monotonic() - waited
+        return self.line if not self.thread.is_alive() else ""
+
+
 class Host:
-    def __init__(self, command, keep_alive, detach, socket_path=SOCKET_PATH):
+    def __init__(self, command, keep_alive, detach, socket_path=SOCKET_PATH, banner=None):
+        self.banner = banner
         self.command = command
         self.keep_alive = keep_alive
         self.detach = detach
@@ -143,6 +175,12 @@ class Host:
         if kind == b"S":
             start = json.loads(payload.decode() or "{}")
             if self.child_pid is None:
+                line = self.banner.take() if self.banner is not None else ""
+                if line and start.get("banner", True):
+                    client.outbox += frame(b"o", (line + "\r\n").encode("utf-8"))
+                    took, waited = 1000 * (self.banner.elapsed or 0), 1000 * self.banner.waited
+                    log("banner (%.0f ms to work out, %.0f ms waited for): %s" % (took, waited, line))
+                # The banner thread has ended (or is given up on) before the fork.
                 self.spawn(start.get("rows", 24), start.get("cols", 80), start.get("history"), start.get("env"))
             else:
                 set_winsize(self.master, start.get("rows", 24), start.get("cols", 80))
@@ -320,6 +358,7 @@ def host_main(archive, rest):
             return 2
     command = rest[1:] if rest else ["auto"]
     os.environ.pop("PYPOD_AGENT", None)  # the agent's own source; the REPL need not see it
+    banner = Banner()
     install_attach_entrypoint(archive)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    return Host(resolve_repl(command or ["auto"]), keep_alive, detach).run()
+    return Host(resolve_repl(command or ["auto"]), keep_alive, detach, banner=banner).run()

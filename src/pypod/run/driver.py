@@ -136,6 +136,7 @@ class Driver:
             argv,
             history=seed,
             env=env,
+            banner=not self.out.quiet,
             on_reconnect=lambda n: self.out.info(f"\r\n[pypod] connection lost; reconnecting (try {n})\r"),
         )
         if result.exit_code is None:

@@ -70,8 +70,10 @@ def run_terminal(
     stdout_fd: int | None = None,
     on_reconnect: Callable[[int], None] | None = None,
     give_up_after_s: float = 60.0,
+    banner: bool = True,
 ) -> SessionResult:
-    """Relay the terminal until the REPL exits; reconnect if the stream breaks."""
+    """Relay the terminal until the REPL exits; reconnect if the stream breaks. `banner`:
+    whether a REPL started by this client opens with `pypod info`'s one line."""
     in_fd = sys.stdin.fileno() if stdin_fd is None else stdin_fd
     out_fd = sys.stdout.fileno() if stdout_fd is None else stdout_fd
     attempt = 0
@@ -79,7 +81,9 @@ def run_terminal(
     first = True
     with raw_terminal(in_fd):
         while True:
-            result = _one_connection(exec_argv, in_fd, out_fd, history if first else None, env if first else None)
+            result = _one_connection(
+                exec_argv, in_fd, out_fd, history if first else None, env if first else None, banner
+            )
             first = False
             if result is not None:
                 return result
@@ -100,7 +104,12 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _one_connection(
-    exec_argv: list[str], in_fd: int, out_fd: int, history: list[str] | None, env: dict[str, str] | None
+    exec_argv: list[str],
+    in_fd: int,
+    out_fd: int,
+    history: list[str] | None,
+    env: dict[str, str] | None,
+    banner: bool = True,
 ) -> SessionResult | None:
     """One exec stream. Returns the result when the REPL ended, None when the stream broke."""
     proc = subprocess.Popen(exec_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -118,7 +127,7 @@ def _one_connection(
     reader = FrameReader()
     last_ping = time.monotonic()
     try:
-        start = {"rows": rows, "cols": cols, "history": history or [], "env": env or {}}
+        start = {"rows": rows, "cols": cols, "history": history or [], "env": env or {}, "banner": banner}
         _write_all(stream_in, frame(b"S", json.dumps(start).encode()))
         stdin_open = True
         while True:
