@@ -151,6 +151,8 @@ def test_effective_cpus_is_the_least_bound_and_at_least_one():
     assert (cpu.limit, cpu.effective, cpu.effective_by) == (None, 3, "affinity")
     cpu = decide_cpu(8, None, None, "", None, {})
     assert (cpu.effective, cpu.effective_by) == (8, "node")
+    cpu = decide_cpu(2, 2, (150000, 100000), "q", 2, {})  # 1.5 CPUs on a 2-CPU node: the quota binds
+    assert (cpu.limit, cpu.effective, cpu.effective_by) == (1.5, 2, "quota")
 
 
 def test_downward_api_limits_apply_when_tighter_and_below_the_node():

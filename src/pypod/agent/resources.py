@@ -217,13 +217,15 @@ def decide_cpu(
         api_quota = (round(api * 1000), 1000)  # millicores, as the downward API gave them
         if quota is None or cgroups.quota_cores(api_quota) < cgroups.quota_cores(quota):
             quota, source = api_quota, "downward API"
-    candidates = [(node, "node")]
-    if affinity:
-        candidates.append((affinity, "affinity"))
+    # On a tie the most specific bound is named: the pod's quota, then its cpuset, affinity, node.
+    candidates = []
     if quota is not None:
         candidates.append((cgroups.quota_ceiling(quota), "quota"))
     if cpuset:
         candidates.append((cpuset, "cpuset"))
+    if affinity:
+        candidates.append((affinity, "affinity"))
+    candidates.append((node, "node"))
     effective, by = min(candidates, key=lambda c: c[0])
     return Cpu(
         node=node,
