@@ -60,7 +60,9 @@ def _run_left(kube, namespace: str, run: str) -> list[str]:  # type: ignore[no-u
     return left + [f"pod/{p.metadata.name}" for p in kube.list(Pod, namespace=namespace, labels=labels)]
 
 
-def _processes_mentioning(text: str) -> list[str]:
+def _processes_mentioning(text: str, home: str = "") -> list[str]:
+    """Processes whose command line has `text` (and, given `home`, whose HOME is that:
+    other pypods may run on this machine beside the test)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -69,6 +71,13 @@ def _processes_mentioning(text: str) -> list[str]:
             argv = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
+        if home:
+            try:
+                environ = (entry / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"HOME={home}".encode() not in environ:
+                continue
         if text in argv:
             found.append(f"{entry.name}: {argv[:200]}")
     return found
@@ -159,7 +168,7 @@ def test_signals_at_random_moments_leave_no_job_pod_or_process(
         assert outcome.exit_code == expected, (outcome.phase, outcome.signum, outcome.screen[-800:])
         if outcome.signum != signal.SIGKILL and outcome.phase == "repl":
             assert "the REPL lives on" in outcome.screen
-    assert not _processes_mentioning("pypod.run.guard"), "a guard outlived its pypod"
+    assert not _processes_mentioning("pypod.run.guard", env["HOME"]), "a guard outlived its pypod"
 
     tally = Counter((o.phase, signal.Signals(o.signum).name) for o in outcomes)
     by_phase = Counter(o.phase for o in outcomes)

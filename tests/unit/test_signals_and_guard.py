@@ -106,3 +106,16 @@ def test_guard_process_imports_only_the_standard_library_until_it_must_act() -> 
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_signals_wait_for_a_deferred_block_then_act() -> None:
+    from pypod.run.signals import signals_deferred
+
+    finished = False
+    with pytest.raises(Stopped), stopping_on_signals():
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)
+            finished = True
+        time.sleep(1)
+    assert finished

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from .signals import signals_deferred
+
 
 class Output:
     """Status on stderr (a live line on a terminal), program output on stdout."""
@@ -28,15 +30,19 @@ class Output:
             return
         if not self.err.is_terminal:
             return
-        if self._status is None:
-            self._status = self.err.status(message)
-            self._status.start()
-        else:
-            self._status.update(message)
+        # A signal landing inside rich's start would leave its live display half set up
+        # (its stop then fails), so signals wait for these few lines.
+        with signals_deferred():
+            if self._status is None:
+                self._status = self.err.status(message)
+                self._status.start()
+            else:
+                self._status.update(message)
 
     def _clear(self) -> None:
         if self._status is not None:
-            with contextlib.suppress(OSError):
+            # OSError: the terminal is gone (SIGHUP); the cleanup that follows must still run.
+            with contextlib.suppress(OSError), signals_deferred():
                 self._status.stop()
             self._status = None
 
