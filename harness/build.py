@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from .errors import HarnessError
 from .gobuild import build_go_tools, build_kubernetes, build_kwok, kueue_manifests
-from .images import pause_archive, python_rootfs
+from .images import git_rootfs, pause_archive, python_rootfs
 from .layout import CNI_PACKAGE, CNI_PLUGIN_DIR, CNI_PLUGINS, HOST_TOOLS, Layout
 
 Report = Callable[[str], None]
@@ -56,5 +56,6 @@ def build(layout: Layout | None = None, report: Report = print) -> None:
     kueue_manifests(layout)
     pause_archive(layout, report)
     python_rootfs(layout, report)
+    git_rootfs(layout, report)
     what = ", ".join(built) if built else "nothing new (all cached)"
     report(f"harness build: {what}; {time.monotonic() - began:.0f}s; cache {layout.cache}")

@@ -22,7 +22,7 @@ from . import components as c
 from . import host, kueue
 from .errors import HarnessError
 from .gobuild import GO_TOOL_NAMES
-from .images import containers_conf, pause_archive, push_base_image
+from .images import containers_conf, git_image_ref, pause_archive, push_base_image, push_git_image
 from .layout import (
     BRIDGE_IP,
     CNI_PACKAGE,
@@ -55,6 +55,9 @@ COMPONENT_ORDER = (
     "kueue",
     "kwok",
 )
+# Services beside the cluster: started by `up` after the rest, and into a running harness
+# (`harness start NAME`, or `up` when only they are missing), so adding one restarts nothing.
+SERVICES = (c.GIT_SERVER,)
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class ClusterInfo:
             "IMAGE_REPO": f"{self.registry}/pypod",
             "PYPOD_KUBECTL": self.kubectl,
             "PYPOD_BASE_IMAGE": self.base_image,
+            "PYPOD_GIT_IMAGE": git_image_ref(self.registry),
         }
 
 
@@ -255,6 +259,7 @@ def up(layout: Layout | None = None, report: Report = print) -> ClusterInfo:
     layout = layout or Layout.default()
     if is_up(layout):
         info = ClusterInfo.load(layout.env_file)
+        start_services(layout, report)
         report(f"harness already up: KUBECONFIG={info.admin_kubeconfig}")
         return info
     check_prerequisites(layout)
@@ -270,6 +275,12 @@ def up(layout: Layout | None = None, report: Report = print) -> ClusterInfo:
         down(layout, report=lambda _m: None)
         raise
     layout.env_file.write_text(info.to_json())
+    try:
+        start_services(layout, report)
+    except BaseException:
+        report("start-up failed; stopping what was started")
+        down(layout, report=lambda _m: None)
+        raise
     report(f"harness up in {time.monotonic() - began:.1f}s")
     report(f"  admin kubeconfig:      {info.admin_kubeconfig}")
     report(f"  restricted kubeconfig: {info.restricted_kubeconfig} (namespace {info.restricted_namespace})")
@@ -505,6 +516,7 @@ def down(layout: Layout | None = None, report: Report = print) -> list[str]:
     host.delete_bridge()
     host.remove_mount_points(layout.state / KUEUE_MOUNT_RECORD)
     layout.env_file.unlink(missing_ok=True)
+    layout.git_server_file.unlink(missing_ok=True)
     if stopped or killed or shims:
         report(f"harness down: stopped {', '.join(stopped) or 'nothing'}; {killed} pod processes, {shims} shims")
     else:
@@ -517,13 +529,17 @@ def status(layout: Layout | None = None) -> dict[str, object]:
     procs = Processes(layout.pids, layout.logs)
     records = {r.name: r for r in procs.recorded()}
     components = {
-        name: ("running" if name in records and records[name].alive() else "stopped") for name in COMPONENT_ORDER
+        name: ("running" if name in records and records[name].alive() else "stopped")
+        for name in (*COMPONENT_ORDER, *SERVICES)
     }
     result: dict[str, object] = {"components": components, "up": is_up(layout)}
     if layout.env_file.exists():
         info = ClusterInfo.load(layout.env_file)
         result["kubeconfig"] = info.admin_kubeconfig
         result["registry"] = info.registry
+        git = GitServer.load(layout)
+        if git is not None and components[c.GIT_SERVER] == "running":
+            result["git_server"] = git.url
         result["ready_nodes"] = sorted(_ready_nodes(layout)) if components["kube-apiserver"] == "running" else []
         if components["kube-apiserver"] == "running":
             result["health"] = health(layout, c.Ports.from_dict(info.ports))
@@ -572,3 +588,56 @@ def health(layout: Layout, ports: c.Ports) -> dict[str, dict[str, object]]:
             entry["log_tail"] = log_tail(record.log, 8)
         result[name] = entry
     return result
+
+
+@dataclass(frozen=True)
+class GitServer:
+    """The running git server (harness/gitserver.py): saved as gitserver.json."""
+
+    url: str  # http://BRIDGE_IP:PORT; repositories at URL/public/NAME.git and URL/private/NAME.git
+    root: str  # its folder: public/ and private/ hold bare repositories
+    user: str
+    credentials: str  # file holding `user:token`, for pushes and private reads
+
+    def token(self) -> str:
+        return Path(self.credentials).read_text().strip().partition(":")[2]
+
+    @classmethod
+    def load(cls, layout: Layout) -> GitServer | None:
+        try:
+            return cls(**json.loads(layout.git_server_file.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+def start_services(layout: Layout, report: Report = print, names: tuple[str, ...] = SERVICES) -> None:
+    """Start each service of `names` that is not running, into the running harness."""
+    if not layout.env_file.exists():
+        raise HarnessError("the harness is not up", hint="run `python -m harness up`")
+    procs = Processes(layout.pids, layout.logs)
+    for name in names:
+        if name not in SERVICES:
+            raise HarnessError(f"no service {name!r}", hint=f"services: {', '.join(SERVICES)}")
+        record = procs.get(name)
+        if record is not None and record.alive():
+            continue
+        if name == c.GIT_SERVER:
+            _start_git_server(layout, _Starter(layout, report))
+
+
+def _start_git_server(layout: Layout, starter: _Starter) -> GitServer:
+    import secrets
+
+    info = ClusterInfo.load(layout.env_file)
+    layout.config.mkdir(parents=True, exist_ok=True)
+    credentials = layout.config / "gitserver.credentials"
+    credentials.touch(mode=0o600)
+    credentials.write_text(f"{c.GIT_USER}:{secrets.token_urlsafe(24)}\n")
+    port = free_ports(1)[0]
+    record = starter.start(c.git_server(layout, port, credentials))
+    url = c.git_server_url(port)
+    starter.wait(record, lambda: _http_ok(f"{url}/healthz"), 15)
+    push_git_image(layout, info.registry, starter.report)
+    server = GitServer(url, str(layout.git_root), c.GIT_USER, str(credentials))
+    layout.git_server_file.write_text(json.dumps(server.__dict__, indent=2) + "\n")
+    return server

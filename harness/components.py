@@ -5,6 +5,7 @@ configuration and command line. Nothing here touches the machine.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -703,3 +704,28 @@ def restricted_user_objects(user: str) -> list[dict]:
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
         },
     ]
+
+
+GIT_SERVER = "gitserver"
+GIT_USER = "pypod"
+
+
+def git_server_url(port: int) -> str:
+    """On the bridge, so pods reach it as they reach the apiserver."""
+    return f"http://{BRIDGE_IP}:{port}"
+
+
+def git_server(layout: Layout, port: int, credentials: Path) -> Component:
+    """Smart HTTP through git http-backend (harness/gitserver.py), run by this Python."""
+    return Component(
+        GIT_SERVER,
+        [
+            sys.executable,
+            "-m",
+            "harness.gitserver",
+            f"--root={layout.git_root}",
+            f"--listen={BRIDGE_IP}:{port}",
+            f"--credentials={credentials}",
+        ],
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )

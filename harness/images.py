@@ -1,7 +1,8 @@
 """Images built on this machine, since nothing can be pulled from the internet.
 
 - the pod sandbox ("pause") image: busybox-static in an empty image, sleeping forever;
-- a Python base image: a Debian minbase rootfs with python3, pushed to the local registry.
+- a Python base image: a Debian minbase rootfs with python3, pushed to the local registry;
+- a git image (git, openssh-client) for `pypod --git`'s initContainer, pushed beside it.
 
 Both are cached as tarballs under the build cache; podman turns them into images.
 """
@@ -18,11 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import HarnessError
-from .layout import BASE_IMAGE_NAME, BASE_IMAGE_TAG, PAUSE_IMAGE, Layout
+from .layout import BASE_IMAGE_NAME, BASE_IMAGE_TAG, GIT_IMAGE_NAME, GIT_IMAGE_TAG, PAUSE_IMAGE, Layout
 
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = os.environ.get("PYPOD_HARNESS_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "procps")
+# The base image has no git; `pypod --git`'s initContainer gets an image of its own.
+GIT_PACKAGES = ("git", "openssh-client", "ca-certificates")
 
 CONTAINERS_CONF = """\
 # Written by the pypod harness. Root here lacks CAP_SYS_RESOURCE, so runc cannot
@@ -99,7 +102,19 @@ def pause_archive(layout: Layout, report: Callable[[str], None]) -> Path:
 
 def python_rootfs(layout: Layout, report: Callable[[str], None]) -> Path:
     """A tarball of a Debian minbase rootfs with python3 (debootstrap, a few minutes cold)."""
-    archive = layout.images / f"python-{DEBIAN_SUITE}-rootfs.tar"
+    return debian_rootfs(layout, "python", BASE_PACKAGES, "the Python base image", report)
+
+
+def git_rootfs(layout: Layout, report: Callable[[str], None]) -> Path:
+    """A tarball of a Debian minbase rootfs with git and ssh, for `pypod --git`'s initContainer."""
+    return debian_rootfs(layout, "git", GIT_PACKAGES, "the git image", report)
+
+
+def debian_rootfs(
+    layout: Layout, name: str, packages: tuple[str, ...], what: str, report: Callable[[str], None]
+) -> Path:
+    """A tarball of a Debian minbase rootfs with `packages` (debootstrap), cached by name."""
+    archive = layout.images / f"{name}-{DEBIAN_SUITE}-rootfs.tar"
     if archive.exists():
         return archive
     if shutil.which("debootstrap") is None:
@@ -108,13 +123,13 @@ def python_rootfs(layout: Layout, report: Callable[[str], None]) -> Path:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(dir=layout.images) as tmp:
         rootfs = Path(tmp) / "rootfs"
-        log = layout.images / "debootstrap.log"
+        log = layout.images / f"debootstrap-{name}.log"
         with log.open("w") as out:
             result = subprocess.run(
                 [
                     "debootstrap",
                     "--variant=minbase",
-                    f"--include={','.join(BASE_PACKAGES)}",
+                    f"--include={','.join(packages)}",
                     DEBIAN_SUITE,
                     str(rootfs),
                     DEBIAN_MIRROR,
@@ -124,7 +139,7 @@ def python_rootfs(layout: Layout, report: Callable[[str], None]) -> Path:
             )
         if result.returncode != 0:
             raise HarnessError(
-                f"debootstrap of the Python base image failed (exit {result.returncode})",
+                f"debootstrap of {what} failed (exit {result.returncode})",
                 hint=f"is {DEBIAN_MIRROR} reachable? Set PYPOD_HARNESS_DEBIAN_MIRROR to another mirror; log: {log}",
                 log_tail="\n".join(log.read_text(errors="replace").splitlines()[-10:]),
             )
@@ -134,7 +149,7 @@ def python_rootfs(layout: Layout, report: Callable[[str], None]) -> Path:
         partial = archive.with_suffix(".partial")
         _run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(partial), "."], "tar of the rootfs")
         partial.rename(archive)
-    report(f"built the Python base rootfs in {time.monotonic() - started:.0f}s")
+    report(f"built the rootfs of {what} in {time.monotonic() - started:.0f}s")
     return archive
 
 
@@ -176,5 +191,28 @@ def push_base_image(layout: Layout, registry: str, report: Callable[[str], None]
         env,
     )
     _run(["podman", "push", "--tls-verify=false", ref], "podman push of the Python base image", env)
+    report(f"pushed {ref} in {time.monotonic() - started:.1f}s")
+    return ref
+
+
+def git_image_ref(registry: str) -> str:
+    return f"{registry}/{GIT_IMAGE_NAME}:{GIT_IMAGE_TAG}"
+
+
+def push_git_image(layout: Layout, registry: str, report: Callable[[str], None]) -> str:
+    """Make sure the git image is in the registry; returns its reference."""
+    ref = git_image_ref(registry)
+    if registry_has(ref):
+        return ref
+    rootfs = git_rootfs(layout, report)
+    started = time.monotonic()
+    env = podman_env(layout)
+    path = "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    _run(
+        ["podman", "import", "--change", 'CMD ["git"]', "--change", path, str(rootfs), ref],
+        "podman import of the git image",
+        env,
+    )
+    _run(["podman", "push", "--tls-verify=false", ref], "podman push of the git image", env)
     report(f"pushed {ref} in {time.monotonic() - started:.1f}s")
     return ref

@@ -49,6 +49,7 @@ HOST_TOOLS = {
     # Kueue runs in a mount namespace of its own (harness/kueue.py).
     "unshare": "util-linux",
     "mount": "mount",
+    "git": "git",  # the git server's http-backend
     "go": "golang (or the Go toolchain from go.dev)",
 }
 CNI_PLUGIN_DIR = Path("/usr/lib/cni")
@@ -73,6 +74,9 @@ KWOK_TAINT_VALUE = "fake"
 
 BASE_IMAGE_NAME = "pypod/python"
 BASE_IMAGE_TAG = "3-bookworm"
+# The initContainer image of `pypod --git` in the tests: Debian with git and ssh.
+GIT_IMAGE_NAME = "pypod/git"
+GIT_IMAGE_TAG = "bookworm"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 
 
@@ -155,3 +159,13 @@ class Layout:
     @property
     def env_file(self) -> Path:
         return self.state / "cluster.json"
+
+    @property
+    def git_root(self) -> Path:
+        """The git server's repositories (public/, private/); kept across `up`s."""
+        return self.state / "git"
+
+    @property
+    def git_server_file(self) -> Path:
+        """gitserver.json: the running git server's URL and credentials file."""
+        return self.state / "gitserver.json"
