@@ -17,7 +17,22 @@ import click
 
 from .errors import PypodError, UsageError
 
-COMMANDS = ("start", "run", "attach", "sync", "ps", "logs", "rm", "info", "template", "rbac", "plan", "jupyter")
+COMMANDS = (
+    "start",
+    "run",
+    "attach",
+    "sync",
+    "ps",
+    "logs",
+    "rm",
+    "info",
+    "template",
+    "rbac",
+    "plan",
+    "jupyter",
+    "git-secret",
+)
+RUN_COMMANDS = ("start", "run", "jupyter")
 
 
 def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -62,6 +77,14 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Choice(["local", "pod", "mirror"]),
             help="First sync: local wins (default), pod wins, or mirror local (deletes pod-only files).",
         ),
+        click.option(
+            "--git",
+            metavar="[URL][@REF]",
+            help="Run a commit fetched from git in an initContainer, not a source layer "
+            "(default: origin at the current commit, which must be pushed).",
+        ),
+        click.option("--git-image", help="initContainer image for --git; needs git and sh (alpine/git)."),
+        click.option("--git-secret", help="Secret for a private --git repository (see `pypod git-secret`)."),
         click.option("--dry-run", is_flag=True, help="Print the manifests and stop."),
         click.option("--quiet", "-q", is_flag=True, help="No status output, and no info line at the REPL's start."),
     ]
@@ -242,6 +265,68 @@ def rm(
     sys.exit(remove_runs(_connect(namespace, context, kubeconfig), run_names, everything))
 
 
+@main_group.command("git-secret")
+@click.argument("name")
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="File holding the token, for https remotes ('-': standard input).",
+)
+@click.option("--username", help="User name sent with the token (default x-access-token, as GitHub's).")
+@click.option("--ssh-key", type=click.Path(exists=True, dir_okay=False), help="Private key, for ssh remotes.")
+@click.option(
+    "--known-hosts",
+    type=click.Path(exists=True, dir_okay=False),
+    help="known_hosts for --ssh-key (default ~/.ssh/known_hosts).",
+)
+@click.option("--force", is_flag=True, help="Replace an existing Secret of that name.")
+@target_options
+def git_secret(
+    name: str,
+    token_file: str | None,
+    username: str | None,
+    ssh_key: str | None,
+    known_hosts: str | None,
+    force: bool,
+    namespace: str | None,
+    context: str | None,
+    kubeconfig: str | None,
+) -> None:
+    """Create the Secret NAME for `--git-secret NAME`: a token (https) or an ssh key.
+
+    The token is read from a file, never from the command line, and reaches the
+    initContainer only as a mounted file.
+    """
+    import re
+
+    from .gitsource import git_secret as secret_manifest
+
+    if len(name) > 253 or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name):
+        raise UsageError(f"{name!r} is not a valid Secret name", hint="use lower-case letters, digits, '-' and '.'")
+    token = _read_input(token_file) if token_file else None
+    key = Path(ssh_key).read_bytes() if ssh_key else None
+    hosts = None
+    if key is not None:
+        default_hosts = Path.home() / ".ssh" / "known_hosts"
+        hosts_path = Path(known_hosts) if known_hosts else default_hosts
+        hosts = hosts_path.read_bytes() if hosts_path.exists() else None
+    manifest = secret_manifest(name, token=token, username=username, ssh_key=key, known_hosts=hosts)
+    driver = _connect(namespace, context, kubeconfig)
+    replaced = driver.store_secret(manifest, force)
+    kind = "token" if token is not None else "ssh key"
+    verb = "replaced" if replaced else "created"
+    click.echo(f"{verb} Secret {name} ({kind}) in namespace {driver.namespace}; use it with --git-secret {name}")
+
+
+def _read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).expanduser().read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}", hint="check the --token-file path") from exc
+
+
 @main_group.command(name="info")
 @click.argument("run_name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine output: every figure and its source.")
@@ -374,8 +459,44 @@ def _route(argv: list[str]) -> list[str]:
     if not argv:
         return ["start"]
     if argv[0] in COMMANDS or argv[0] in ("-h", "--help", "--version"):
-        return argv
-    return ["start", *argv]
+        return _git_values(argv)
+    return _git_values(["start", *argv])
+
+
+def _git_values(args: list[str]) -> list[str]:
+    """`--git` takes a value only when the next word looks like one (URL, user@host:path,
+    @REF): `pypod --git 'print(1)'` and `pypod run --git train.py` run code from git.
+    Rewritten to `--git=VALUE` (or `--git=` for the defaults) before click parses."""
+    from .gitsource import looks_like_git_spec
+
+    if not args or args[0] not in RUN_COMMANDS:
+        return args
+    command = main_group.commands[args[0]]
+    takes_value = {
+        name
+        for param in command.params
+        if isinstance(param, click.Option) and not param.is_flag and param.name != "git"
+        for name in param.opts
+    }
+    out, rest = [args[0]], args[1:]
+    while rest:
+        word = rest.pop(0)
+        if word == "--":
+            out += [word, *rest]
+            break
+        if word == "--git":
+            if rest and looks_like_git_spec(rest[0]):
+                out.append(f"--git={rest.pop(0)}")
+            else:
+                out.append("--git=")
+            continue
+        out.append(word)
+        if word in takes_value and rest:
+            out.append(rest.pop(0))
+        elif not word.startswith("-") and args[0] == "run":
+            out += rest  # SCRIPT: what follows is the script's
+            break
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -39,6 +39,7 @@ except ImportError as exc:  # the usual cause: a driver image without dask
     ) from exc
 
 from .errors import Forbidden, PypodError, UsageError
+from .gitsource import copy_to_worker
 from .kube.podenv import parse_threads
 from .kube.status import FATAL_WAITING, explain
 from .kube.workers import LABEL_CLUSTER, WorkerEnd, worker_end, worker_pod_spec
@@ -128,6 +129,9 @@ class _PodManager:
             death_timeout=c.death_timeout,
             threads=c.threads,
         )
+        if c.git_driver is not None:
+            # A --git driver's code: the same initContainer fetches the same commit.
+            pod = copy_to_worker(c.git_driver, pod, os.environ.get("PYTHONPATH", ""))
         return c.configure(pod) if c.configure else pod
 
     async def create(self, manifest: dict[str, Any]) -> None:
@@ -292,6 +296,9 @@ class K8sCluster(SpecCluster):
     be given, with ``scheduler_host`` (an address the workers can reach).
     ``threads`` sizes the workers' thread pools (OMP_NUM_THREADS and the rest):
     "auto" (``cpu`` rounded up, as ``--nthreads``), "off", or a count.
+    A ``pypod --git`` driver's code reaches the workers the same way: its
+    initContainer and volume are copied into each worker pod, the checkout is
+    their working directory and on their PYTHONPATH (``git_source=False`` does not).
     """
 
     def __init__(
@@ -315,6 +322,7 @@ class K8sCluster(SpecCluster):
         death_timeout: int = 60,
         threads: str | int = "auto",
         stream_logs: bool = False,
+        git_source: bool = True,
         asynchronous: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -326,6 +334,7 @@ class K8sCluster(SpecCluster):
         self.threads = parse_threads(threads)
         self._events: list[WorkerEnd] = []
         driver = _driver_pod()
+        self.git_driver = driver if git_source else None
         if driver is None:
             warnings.warn(
                 "not running in a pod: the worker pods have no owner and outlive this process unless close() runs",

@@ -352,7 +352,12 @@ def copy_to_worker(driver_pod: Mapping[str, Any], worker_pod: dict[str, Any], py
     volumes = [v for v in spec.get("volumes") or [] if v.get("name") in (SOURCE_VOLUME, SECRET_VOLUME)]
     pod = copy.deepcopy(worker_pod)
     worker_spec = pod["spec"]
-    worker_spec["initContainers"] = _merge_named(worker_spec.get("initContainers") or [], [copy.deepcopy(init)])
+    init = copy.deepcopy(dict(init))
+    # The live pod's mounts include the ones admission added (its service account token):
+    # keep ours, and let the worker's own admission add its own.
+    ours = (SOURCE_VOLUME, SECRET_VOLUME)
+    init["volumeMounts"] = [m for m in init.get("volumeMounts") or [] if m.get("name") in ours]
+    worker_spec["initContainers"] = _merge_named(worker_spec.get("initContainers") or [], [init])
     worker_spec["volumes"] = _merge_named(worker_spec.get("volumes") or [], copy.deepcopy(volumes))
     paths = [workdir, *(p for p in python_path.split(":") if p and p != workdir)]
     for container in worker_spec["containers"]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ProjectError, UsageError
+from .gitsource import DEFAULT_GIT_IMAGE, setting_value
 from .image.buildargs import check_build_args
 from .image.registry import DEFAULT_PLATFORM
 from .kube.podenv import parse_threads
@@ -66,6 +67,9 @@ class Settings:
     sync: bool = True  # live two-way sync of the project folder with the REPL's pod
     sync_exclude: tuple[str, ...] = ()  # gitignore patterns, besides .gitignore and .pypodignore
     sync_initial: str = "local"  # local, pod or mirror: who wins where both differ at first
+    git: str | None = None  # --git [URL][@REF]: None off, "" origin at the current commit
+    git_image: str = DEFAULT_GIT_IMAGE  # the initContainer's image: needs git and sh
+    git_secret: str | None = None  # a Secret with `token`, or `ssh-privatekey` and `known_hosts`
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> Settings:
@@ -153,6 +157,8 @@ def resolve(
             values[name] = _coerce(name, from_env[1], f"${from_env[0]}")
         elif name in pyproject:
             values[name] = _coerce(name, pyproject[name], "[tool.pypod]")
+    if "git" in values:  # `git = true` in [tool.pypod] or PYPOD_GIT=1: on, with the defaults
+        values["git"] = setting_value(values["git"])
     settings = Settings(**values)
     check_quantity(settings.cpu, "cpu")
     check_quantity(settings.memory, "memory")

@@ -194,6 +194,9 @@ def test_worker_pods_get_the_drivers_init_container_volumes_and_python_path():
         "/workspace",
         "driver",
     )
+    # As the API returns it: admission mounted the service account's token into every container.
+    token_mount = {"name": "kube-api-access", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}
+    driver_job["spec"]["template"]["spec"]["initContainers"][0]["volumeMounts"].append(token_mount)
     driver_pod = {
         "metadata": driver_job["spec"]["template"]["metadata"],
         "spec": {
@@ -207,7 +210,8 @@ def test_worker_pods_get_the_drivers_init_container_volumes_and_python_path():
     worker = {"metadata": {"name": "w"}, "spec": {"containers": [{"name": "worker", "image": "deps", "env": []}]}}
     out = copy_to_worker(driver_pod, worker, python_path="/opt/pypod/lib")
     spec = out["spec"]
-    assert spec["initContainers"] == driver_pod["spec"]["initContainers"]
+    assert spec["initContainers"][0]["command"] == driver_pod["spec"]["initContainers"][0]["command"]
+    assert [m["name"] for m in spec["initContainers"][0]["volumeMounts"]] == [SOURCE_VOLUME, SECRET_VOLUME]
     assert [v["name"] for v in spec["volumes"]] == [SOURCE_VOLUME, SECRET_VOLUME]  # not the driver's token volume
     container = spec["containers"][0]
     assert container["volumeMounts"] == [{"name": SOURCE_VOLUME, "mountPath": "/workspace"}]

@@ -254,3 +254,51 @@ def _push(push: _Push, previous: ShipRecord | None, report: Callable[[str], None
     record = ShipRecord(base_digest, appended.digest, appended.manifest, appended.config, push.entries, depth)
     _save_record(push.record_path, record)
     return appended, layer, plan
+
+
+# A --git run's checkout covers the working directory, so pypod's own package goes elsewhere.
+PYPOD_OPT_LIB = "opt/pypod/lib"
+
+
+def ship_pypod_image(
+    deps_reference: str,
+    image_repo: str | None,
+    report: Callable[[str], None] = lambda _m: None,
+    platform: str = DEFAULT_PLATFORM,
+) -> ShippedImage:
+    """The dependency image plus pypod's own package at /opt/pypod/lib (on PYTHONPATH), for
+    `--git` runs, whose code comes from git: one small layer per dependency image and pypod
+    version, pushed once; later runs, whatever their commit, push nothing."""
+    started = time.monotonic()
+    target_repo = target_repository(image_repo)
+    base = resolve_digest(deps_reference)
+    package_parent = Path(__file__).resolve().parents[2]
+    sources = {rel.removeprefix(PYPOD_LIB + "/"): path for rel, path in pypod_files().items()}
+    by_package_path = {str(path.relative_to(package_parent)): rel for rel, path in sources.items()}
+    hashed = hash_files(package_parent, sorted(by_package_path), CACHE_DIR)
+    entries = {by_package_path[k]: v for k, v in hashed.items()}
+    key = hashlib.sha1(f"{base.digest}\n{platform}\n{fingerprint(entries)}".encode()).hexdigest()[:20]
+    tag = f"pypod-lib_sha1-{key}"
+    target = target_repo.with_tag(tag)
+    registry = Registry(target_repo.registry)
+
+    def shipped(reference: str, **fields: Any) -> ShippedImage:
+        return ShippedImage(reference, tag, str(base), len(entries), seconds=time.monotonic() - started, **fields)
+
+    existing = registry.manifest_digest(target)
+    if existing:
+        return shipped(str(target.with_digest(existing)), pushed_bytes=0, reused=True)
+    report(f"appending pypod's own package ({len(entries)} files)")
+    layer = build_layer(package_parent, sorted(entries), LAYER_DIR, prefix=PYPOD_OPT_LIB, sources=sources)
+    try:
+        appended = append_layer(base, layer, target, "/" + WORKDIR, python_path="/" + PYPOD_OPT_LIB, platform=platform)
+    finally:
+        Path(layer.path).unlink(missing_ok=True)
+    return shipped(
+        str(target.with_digest(appended.digest)),
+        pushed_bytes=appended.report.uploaded_bytes,
+        reused=False,
+        pushed_blobs=appended.report.uploaded_blobs,
+        layer_digest=layer.digest,
+        layer_files=len(entries),
+    )

@@ -30,6 +30,7 @@ class PodReport:
     hint: str = ""
     node: str = ""
     exit_code: int | None = None
+    details: tuple[str, ...] = ()  # e.g. the tail of a failed initContainer's log
 
 
 def _conditions(obj: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -57,6 +58,51 @@ def explain_workload(workload: dict[str, Any] | None) -> str:
     return ""
 
 
+def _init_secret(pod: dict[str, Any], name: str) -> str | None:
+    for container in (pod.get("spec") or {}).get("initContainers") or []:
+        if container.get("name") == name:
+            env = {e.get("name"): e.get("value") for e in container.get("env") or []}
+            return env.get("PYPOD_GIT_SECRET")
+    return None
+
+
+def explain_init(pod: dict[str, Any], node: str) -> PodReport | None:
+    """An initContainer that failed (fatal: with restartPolicy Never the pod is over), cannot
+    start, or is running; None once they are all done."""
+    from ..gitsource import INIT_CONTAINER, explain_clone_failure
+
+    for status in (pod.get("status") or {}).get("initContainerStatuses") or []:
+        name = status.get("name", "")
+        state = status.get("state") or {}
+        term = state.get("terminated")
+        if term and term.get("exitCode") not in (0, None):
+            message = term.get("message") or ""
+            tail = tuple(line for line in message.splitlines() if line.strip())[-8:]
+            if name == INIT_CONTAINER:
+                line, hint = explain_clone_failure(term.get("exitCode"), message, _init_secret(pod, name))
+            else:
+                reason = term.get("reason") or "Error"
+                line = f"initContainer {name} failed (exit {term.get('exitCode')}, {reason})"
+                hint = f"see its log: kubectl logs {pod.get('metadata', {}).get('name', 'POD')} -c {name}"
+            return PodReport("failed", line, fatal=True, hint=hint, node=node, details=tail)
+        waiting = state.get("waiting") or {}
+        if waiting.get("reason") in FATAL_WAITING:
+            message = waiting.get("message") or waiting["reason"]
+            return PodReport(
+                "failed",
+                f"initContainer {name}: {waiting['reason']}: {message}",
+                fatal=True,
+                hint=FATAL_WAITING[waiting["reason"]],
+                node=node,
+            )
+        if "running" in state:
+            what = "fetching the code from git" if name == INIT_CONTAINER else f"running initContainer {name}"
+            return PodReport("starting", f"{what} on {node}", node=node)
+        if not term:
+            return None  # waiting to start: the pod's own status says why
+    return None
+
+
 def explain(
     job: dict[str, Any] | None,
     pod: dict[str, Any] | None,
@@ -82,6 +128,9 @@ def explain(
     statuses = status.get("containerStatuses") or []
     main = statuses[0] if statuses else {}
     state = main.get("state") or {}
+    init = explain_init(pod, node)
+    if init is not None and (init.fatal or "running" not in state):
+        return init
 
     if "terminated" in state or phase in ("Succeeded", "Failed"):
         term = state.get("terminated") or {}

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import agent
-from ..errors import NotFound, PypodError, StreamError
+from ..errors import AlreadyExists, Forbidden, NotFound, PypodError, StreamError
 from ..kube.manifests import DRIVER_CONTAINER, LABEL_RUN
 from ..settings import Settings
 from . import history
@@ -75,6 +75,43 @@ class Driver:
         with self.api("create", "jobs", job["metadata"]["name"]):
             self.client.create(codecs.from_dict(job), namespace=self.namespace)
 
+    def store_secret(self, manifest: dict[str, Any], replace: bool = False) -> bool:
+        """Create the Secret (or with `replace`, replace one of that name); True if replaced.
+        Its data is never printed: errors name the Secret only."""
+        from lightkube import codecs
+        from lightkube.resources.core_v1 import Secret
+
+        name = manifest["metadata"]["name"]
+        manifest = {**manifest, "metadata": {**manifest["metadata"], "namespace": self.namespace}}
+        try:
+            with self.api("create", "secrets", name):
+                self.client.create(codecs.from_dict(manifest), namespace=self.namespace)
+            return False
+        except AlreadyExists:
+            if not replace:
+                raise AlreadyExists(
+                    f"a Secret {name} already exists in namespace {self.namespace}",
+                    hint="pass --force to replace it, or pick another name",
+                ) from None
+        with self.api("delete", "secrets", name):
+            self.client.delete(Secret, name, namespace=self.namespace)
+        with self.api("create", "secrets", name):
+            self.client.create(codecs.from_dict(manifest), namespace=self.namespace)
+        return True
+
+    def secret_exists(self, name: str) -> bool | None:
+        """Whether the Secret exists; None when we may not look (pods mount it regardless)."""
+        from lightkube.resources.core_v1 import Secret
+
+        try:
+            with self.api("get", "secrets", name):
+                self.client.get(Secret, name, namespace=self.namespace)
+        except NotFound:
+            return False
+        except Forbidden:
+            return None
+        return True
+
     def delete_job(self, name: str) -> None:
         """Delete the run's Job and, in the background, its pod; gone already is fine."""
         from lightkube.resources.batch_v1 import Job
@@ -97,6 +134,8 @@ class Driver:
             )
         except PypodError:
             self.out.done()
+            for line in watcher.snapshot().details:
+                self.out.info(f"  log: {line}")
             for line in watcher.state.event_lines():
                 self.out.info(f"  event: {line}")
             self.delete_job(name)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NotFound
-from ..kube.manifests import DRIVER_CONTAINER, LABEL_RUN, LABEL_USER, SELECTOR
+from ..kube.manifests import ANNOTATION_DIRTY, DRIVER_CONTAINER, LABEL_COMMIT, LABEL_RUN, LABEL_USER, SELECTOR
 from ..names import label_value
 from .driver import LOST_CONNECTION, Driver, driver_pod, history_path, local_user
 
@@ -32,6 +32,17 @@ def _age(created: Any) -> str:
     return f"{int(seconds)}s"
 
 
+def run_commit(labels: dict[str, str], annotations: dict[str, str]) -> str:
+    """Pure: the commit a run has, as `pypod ps` shows it: `abc1234 (git)` when fetched by
+    --git, `abc1234+dirty` for an image of a tree with uncommitted changes."""
+    from ..gitsource import ANNOTATION_GIT_COMMIT
+
+    commit = labels.get(LABEL_COMMIT, "") or "-"
+    if annotations.get(ANNOTATION_GIT_COMMIT):
+        return f"{annotations[ANNOTATION_GIT_COMMIT][:7]} (git)"
+    return f"{commit}+dirty" if annotations.get(ANNOTATION_DIRTY) == "true" and commit != "-" else commit
+
+
 def list_runs(session: Driver, all_users: bool) -> int:
     from lightkube.resources.batch_v1 import Job
     from rich.console import Console
@@ -49,7 +60,7 @@ def list_runs(session: Driver, all_users: bool) -> int:
     table = Table(box=None, pad_edge=False)
     from .livesync import sync_column
 
-    for column in ("RUN", "MODE", "STATUS", "AGE", "NODE", "SYNC", "IMAGE"):
+    for column in ("RUN", "MODE", "COMMIT", "STATUS", "AGE", "NODE", "SYNC", "IMAGE"):
         table.add_column(column)
     from ..kube.status import explain
 
@@ -61,6 +72,7 @@ def list_runs(session: Driver, all_users: bool) -> int:
         table.add_row(
             name,
             job.metadata.labels.get("pypod.dev/mode", "?"),
+            run_commit(job.metadata.labels or {}, job.metadata.annotations or {}),
             report.state if report.state != "pending" else f"pending: {report.line}",
             _age(job.metadata.creationTimestamp),
             report.node or "-",

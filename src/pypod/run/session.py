@@ -4,14 +4,15 @@ relay the REPL (interactive) or stream logs and return the exit code (job).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import agent
-from ..errors import PypodError, UsageError
-from ..kube.manifests import RunSpec, driver_job, job_command
+from ..errors import NotFound, PypodError, UsageError
+from ..kube.manifests import DRIVER_CONTAINER, RunSpec, driver_job, job_command
 from ..names import run_name, validate_run_name
 from ..project import Project
 from ..settings import Settings
@@ -21,6 +22,9 @@ from .forward import free_port
 from .guard import Guard, end_guard, start_guard
 from .output import Output
 from .signals import Stopped, stop_exit_code
+
+if TYPE_CHECKING:
+    from ..gitsource import GitSource
 
 JOB_PYTHON = "python3"  # every Python 3 image has it (PEP 394); `python` is missing from Debian's
 
@@ -92,28 +96,79 @@ def read_template(settings: Settings) -> tuple[str | None, str]:
         raise UsageError(f"cannot read template {path}: {exc.strerror}", hint="check the --template path") from exc
 
 
+def with_git_source(spec: RunSpec, source: GitSource | None) -> RunSpec:
+    """Pure: the run's labels name the commit it fetches (a named ref is its branch label)."""
+    if source is None:
+        return spec
+    branch = source.ref if source.ref not in ("HEAD", source.commit) else spec.branch
+    return dataclasses.replace(spec, commit=source.short, dirty=False, branch=branch)
+
+
+def build_job(
+    settings: Settings, spec: RunSpec, template_text: str | None, template_source: str, source: GitSource | None
+) -> dict[str, Any]:
+    job = driver_job(spec, template_text, template_source)
+    if source is None:
+        return job
+    from ..gitsource import apply_to_job
+
+    return apply_to_job(job, source, settings.workdir, DRIVER_CONTAINER)
+
+
+def resolve_git(settings: Settings, project: Project, out: Output) -> GitSource | None:
+    """--git: the commit to run, checked against its remote before anything is created."""
+    if settings.git is None:
+        return None
+    from ..gitsource import parse_git_spec, resolve_git_source
+
+    source = resolve_git_source(
+        project.root,
+        parse_git_spec(settings.git),
+        settings.git_image,
+        settings.git_secret,
+        warn=lambda message: out.info(f"warning: {message}"),
+    )
+    out.info(f"code: {source.describe()}, fetched by an initContainer ({source.image})")
+    return source
+
+
 def start(settings: Settings, project: Project, request: RunRequest, out: Output) -> int:
     """`pypod`, `pypod CODE`, `pypod run SCRIPT`: returns pypod's exit code."""
     import yaml
 
     template_text, template_source = read_template(settings)
+    if settings.git_secret and settings.git is None:
+        raise UsageError("--git-secret is for --git runs", hint="add --git, or drop --git-secret")
+    source = resolve_git(settings, project, out)
     if request.dry_run:
-        image = settings.image or f"{settings.image_repo or '<IMAGE_REPO>'}:<tag of this project's source>"
-        spec = plan_run(settings, project, request, local_user(), image)
-        job = driver_job(spec, template_text, template_source)
+        what = "pypod's own package (the code comes from git)" if source else "this project's source"
+        image = settings.image or f"{settings.image_repo or '<IMAGE_REPO>'}:<tag of {what}>"
+        spec = with_git_source(plan_run(settings, project, request, local_user(), image), source)
+        job = build_job(settings, spec, template_text, template_source, source)
         sys.stdout.write(yaml.safe_dump(_redact_agent(job), sort_keys=False))
         if settings.image:
             sys.stdout.write(f"# image: {settings.image} (given; nothing to build)\n")
+        elif source:
+            sys.stdout.write(
+                f"# image: the dependency image on {settings.base_image} with pypod's own package, pushed to "
+                f"{settings.image_repo or '<IMAGE_REPO>'}; no source layer\n"
+            )
         else:
             sys.stdout.write(
                 f"# image: would append the project's source to {settings.base_image} "
                 f"and push it to {settings.image_repo or '<IMAGE_REPO>'}\n"
             )
         return 0
-    image = settings.image or ship_image(settings, project, out)
-    spec = plan_run(settings, project, request, local_user(), image)
-    job = driver_job(spec, template_text, template_source)
+    ship = ship_git_image if source else ship_image
+    image = settings.image or ship(settings, project, out)
+    spec = with_git_source(plan_run(settings, project, request, local_user(), image), source)
+    job = build_job(settings, spec, template_text, template_source, source)
     session = Driver(settings, out)
+    if source is not None and source.secret and session.secret_exists(source.secret) is False:
+        raise NotFound(
+            f"no Secret {source.secret} in namespace {session.namespace} for --git-secret",
+            hint=f"create it with `pypod git-secret {source.secret} --token-file FILE` (or --ssh-key)",
+        )
     guard = start_guard(session.target.kubeconfig, session.target.context, session.namespace)
     try:
         code = _run(session, guard, spec, job, project, request)
@@ -197,8 +252,45 @@ def _run(
 
 def ship_image(settings: Settings, project: Project, out: Output) -> str:
     """The dependency image (built once per dependency key), plus the source as a layer."""
+    from ..image.ship import ship_source_image
+
+    deps = dependency_image(settings, project, out)
+    if settings.no_push:
+        from ..image.local import build_local_image
+
+        local = build_local_image(
+            project, deps, settings.image_repo, settings.builder, report=out.status, platform=settings.platform
+        )
+        out.done()
+        out.info(local.summary())
+        return local.reference
+    shipped = ship_source_image(
+        project, deps.reference, settings.image_repo, report=out.status, platform=settings.platform
+    )
+    out.done()
+    out.info(shipped.summary())
+    return shipped.reference
+
+
+def ship_git_image(settings: Settings, project: Project, out: Output) -> str:
+    """--git: the dependency image with pypod's own package (pushed once), no source layer."""
+    from ..image.ship import ship_pypod_image
+
+    deps = dependency_image(settings, project, out)
+    if settings.no_push:
+        out.info("image: the dependency image alone (--no-push): pypod's own package is not in it")
+        return deps.reference
+    shipped = ship_pypod_image(deps.reference, settings.image_repo, report=out.status, platform=settings.platform)
+    out.done()
+    pushed = "unchanged, nothing pushed" if shipped.reused else f"pushed pypod's own package ({shipped.files} files)"
+    out.info(f"image {shipped.tag}: the dependency image and pypod; {pushed}; no source layer ({shipped.seconds:.2f}s)")
+    return shipped.reference
+
+
+def dependency_image(settings: Settings, project: Project, out: Output) -> Any:
+    """The dependency image, built once per dependency key."""
     from ..image.deps import ensure_dependency_image
-    from ..image.ship import ship_source_image, target_repository
+    from ..image.ship import target_repository
 
     out.status("preparing the project's image")
     deps = ensure_dependency_image(
@@ -216,21 +308,7 @@ def ship_image(settings: Settings, project: Project, out: Output) -> str:
     )
     out.done()
     out.info(deps.summary())
-    if settings.no_push:
-        from ..image.local import build_local_image
-
-        local = build_local_image(
-            project, deps, settings.image_repo, settings.builder, report=out.status, platform=settings.platform
-        )
-        out.done()
-        out.info(local.summary())
-        return local.reference
-    shipped = ship_source_image(
-        project, deps.reference, settings.image_repo, report=out.status, platform=settings.platform
-    )
-    out.done()
-    out.info(shipped.summary())
-    return shipped.reference
+    return deps
 
 
 def _redact_agent(job: dict[str, Any]) -> dict[str, Any]:
