@@ -365,3 +365,122 @@ def test_the_init_script_checks_out_exactly_the_commit(repo, tmp_path):
     failed = subprocess.run(["sh", "-c", INIT_SCRIPT], env=missing, capture_output=True, text=True)
     assert failed.returncode == 1
     assert f"pypod-git: could not fetch commit {'f' * 40}" in failed.stderr
+
+
+# -- the wiring: status, ps, the command line, the driver Job --------------------------------
+
+
+def pod_with_init(init_state: dict, main_state: dict | None = None, phase: str = "Pending", secret: str = "") -> dict:
+    env = [{"name": "PYPOD_GIT_SECRET", "value": secret}] if secret else []
+    return {
+        "metadata": {"name": "run-abc"},
+        "spec": {"nodeName": "node-1", "initContainers": [{"name": INIT_CONTAINER, "env": env}]},
+        "status": {
+            "phase": phase,
+            "initContainerStatuses": [{"name": INIT_CONTAINER, "state": init_state}],
+            "containerStatuses": [
+                {"name": "driver", "state": main_state or {"waiting": {"reason": "PodInitializing"}}}
+            ],
+        },
+    }
+
+
+def test_a_failed_fetch_ends_the_wait_with_its_log_tail():
+    from pypod.kube.status import explain
+
+    message = "fatal: could not read Username for 'http://h': terminal prompts disabled\npypod-git: could not fetch\n"
+    report = explain(None, pod_with_init({"terminated": {"exitCode": 1, "message": message}}, phase="Failed"))
+    assert report.fatal and report.state == "failed"
+    assert report.line == (
+        "the git initContainer could not fetch the code (exit 1): "
+        "fatal: could not read Username for 'http://h': terminal prompts disabled"
+    )
+    assert "--git-secret NAME" in report.hint
+    assert report.details == (
+        "fatal: could not read Username for 'http://h': terminal prompts disabled",
+        "pypod-git: could not fetch",
+    )
+    refused = explain(
+        None,
+        pod_with_init({"terminated": {"exitCode": 1, "message": "fatal: Authentication failed"}}, secret="tok"),
+    )
+    assert "the Secret tok was refused" in refused.hint
+
+
+def test_the_wait_shows_the_fetch_and_an_unpullable_git_image_is_fatal():
+    from pypod.kube.status import explain
+
+    fetching = explain(None, pod_with_init({"running": {}}))
+    assert (fetching.state, fetching.line) == ("starting", "fetching the code from git on node-1")
+    pull = explain(None, pod_with_init({"waiting": {"reason": "ErrImagePull", "message": "not found"}}))
+    assert pull.fatal and pull.line == f"initContainer {INIT_CONTAINER}: ErrImagePull: not found"
+    done = explain(
+        None,
+        pod_with_init({"terminated": {"exitCode": 0}}, {"running": {}}, phase="Running"),
+    )
+    assert done.state == "running"
+
+
+def test_ps_shows_the_commit_a_run_has():
+    from pypod.run.manage import run_commit
+
+    assert run_commit({"pypod.dev/commit": "abc1234"}, {"pypod.dev/git-commit": SHA}) == "0123456 (git)"
+    assert run_commit({"pypod.dev/commit": "abc1234"}, {"pypod.dev/dirty": "true"}) == "abc1234+dirty"
+    assert run_commit({"pypod.dev/commit": "abc1234"}, {"pypod.dev/dirty": "false"}) == "abc1234"
+    assert run_commit({}, {}) == "-"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--git", "print(1)"], ["start", "--git=", "print(1)"]),
+        (["--git", "@v1", "print(1)"], ["start", "--git=@v1", "print(1)"]),
+        (["run", "--cpu", "2", "--git", "train.py", "--git"], ["run", "--cpu", "2", "--git=", "train.py", "--git"]),
+        (["run", "--git", "git@host:r.git@main", "t.py"], ["run", "--git=git@host:r.git@main", "t.py"]),
+        (["jupyter", "--git"], ["jupyter", "--git="]),
+        (["logs", "--git"], ["logs", "--git"]),
+    ],
+)
+def test_a_bare_git_flag_takes_a_value_only_when_it_looks_like_one(argv, expected):
+    from pypod.cli import _route
+
+    assert _route(argv) == expected
+
+
+def test_the_driver_job_of_a_git_run_names_the_commit():
+    from pypod.kube.manifests import RunSpec
+    from pypod.run.session import with_git_source
+
+    spec = RunSpec(name="r", image="i", command=("python3",), mode="job", branch="main", commit="fffffff", dirty=True)
+    source = GitSource("https://h/r.git", SHA, "v1")
+    assert with_git_source(spec, source).commit == SHA[:7]
+    assert with_git_source(spec, source).branch == "v1" and not with_git_source(spec, source).dirty
+    assert with_git_source(spec, GitSource("https://h/r.git", SHA)).branch == "main"
+    assert with_git_source(spec, None) is spec
+
+
+def test_dry_run_prints_the_init_container_and_creates_nothing(repo):
+    import sys
+
+    work, _ = repo
+    (work / "requirements.txt").write_text("")
+    env = {**os.environ, "HOME": str(work.parent), "IMAGE_REPO": "registry.invalid/team"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pypod", "--dry-run", "--git", "--git-image", "git:1", "print(1)"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    import yaml
+
+    job = next(doc for doc in yaml.safe_load_all(done.stdout) if doc)
+    pod = job["spec"]["template"]["spec"]
+    assert pod["initContainers"][0]["image"] == "git:1"
+    env_values = {e["name"]: e["value"] for e in pod["initContainers"][0]["env"]}
+    assert env_values["PYPOD_GIT_COMMIT"] == git(work, "rev-parse", "HEAD")
+    assert env_values["PYPOD_GIT_URL"] == URL
+    assert job["metadata"]["labels"]["pypod.dev/commit"] == git(work, "rev-parse", "--short=7", "HEAD")
+    assert "no source layer" in done.stdout
