@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from .errors import HarnessError
 from .gobuild import build_go_tools, build_kubernetes, build_kwok, kueue_manifests
@@ -36,14 +37,24 @@ def install_packages(report: Report) -> list[str]:
         )
     started = time.monotonic()
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages]):
-        result = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise HarnessError(
-                f"`{' '.join(cmd[:3])}` failed (exit {result.returncode})",
-                hint=f"install by hand: apt-get install {' '.join(packages)}",
-                log_tail=result.stderr[-1500:],
-            )
+    # Packages with a service (openssh-server) must not start it: the harness runs its own.
+    policy = Path("/usr/sbin/policy-rc.d")
+    own_policy = not policy.exists()
+    if own_policy:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages]):
+            result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise HarnessError(
+                    f"`{' '.join(cmd[:3])}` failed (exit {result.returncode})",
+                    hint=f"install by hand: apt-get install {' '.join(packages)}",
+                    log_tail=result.stderr[-1500:],
+                )
+    finally:
+        if own_policy:
+            policy.unlink(missing_ok=True)
     report(f"installed {' '.join(packages)} in {time.monotonic() - started:.0f}s")
     return packages
 

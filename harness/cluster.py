@@ -57,7 +57,7 @@ COMPONENT_ORDER = (
 )
 # Services beside the cluster: started by `up` after the rest, and into a running harness
 # (`harness start NAME`, or `up` when only they are missing), so adding one restarts nothing.
-SERVICES = (c.GIT_SERVER,)
+SERVICES = (c.GIT_SERVER, c.GIT_SSH)
 
 
 @dataclass(frozen=True)
@@ -540,6 +540,8 @@ def status(layout: Layout | None = None) -> dict[str, object]:
         git = GitServer.load(layout)
         if git is not None and components[c.GIT_SERVER] == "running":
             result["git_server"] = git.url
+        if git is not None and git.ssh_port and components[c.GIT_SSH] == "running":
+            result["git_ssh"] = f"ssh://root@{BRIDGE_IP}:{git.ssh_port}{layout.git_root}/"
         result["ready_nodes"] = sorted(_ready_nodes(layout)) if components["kube-apiserver"] == "running" else []
         if components["kube-apiserver"] == "running":
             result["health"] = health(layout, c.Ports.from_dict(info.ports))
@@ -592,15 +594,21 @@ def health(layout: Layout, ports: c.Ports) -> dict[str, dict[str, object]]:
 
 @dataclass(frozen=True)
 class GitServer:
-    """The running git server (harness/gitserver.py): saved as gitserver.json."""
+    """The running git server (harness/gitserver.py, and sshd for ssh): gitserver.json."""
 
     url: str  # http://BRIDGE_IP:PORT; repositories at URL/public/NAME.git and URL/private/NAME.git
     root: str  # its folder: public/ and private/ hold bare repositories
     user: str
     credentials: str  # file holding `user:token`, for pushes and private reads
+    ssh_port: int = 0  # sshd on the bridge: keys only, forced to git-upload-pack under `root`
+    ssh_key: str = ""  # a private key sshd accepts (the tests' client key)
+    known_hosts: str = ""  # a known_hosts file with sshd's host key
 
     def token(self) -> str:
         return Path(self.credentials).read_text().strip().partition(":")[2]
+
+    def ssh_url(self, repository: Path) -> str:
+        return c.git_ssh_url(self.ssh_port, repository)
 
     @classmethod
     def load(cls, layout: Layout) -> GitServer | None:
@@ -608,6 +616,9 @@ class GitServer:
             return cls(**json.loads(layout.git_server_file.read_text()))
         except (OSError, ValueError, TypeError):
             return None
+
+    def save(self, layout: Layout) -> None:
+        layout.git_server_file.write_text(json.dumps(self.__dict__, indent=2) + "\n")
 
 
 def start_services(layout: Layout, report: Report = print, names: tuple[str, ...] = SERVICES) -> None:
@@ -621,11 +632,15 @@ def start_services(layout: Layout, report: Report = print, names: tuple[str, ...
         record = procs.get(name)
         if record is not None and record.alive():
             continue
+        starter = _Starter(layout, report)
         if name == c.GIT_SERVER:
-            _start_git_server(layout, _Starter(layout, report))
+            _start_git_server(layout, starter)
+        elif name == c.GIT_SSH:
+            _start_git_ssh(layout, starter)
 
 
 def _start_git_server(layout: Layout, starter: _Starter) -> GitServer:
+    import dataclasses
     import secrets
 
     info = ClusterInfo.load(layout.env_file)
@@ -638,6 +653,60 @@ def _start_git_server(layout: Layout, starter: _Starter) -> GitServer:
     url = c.git_server_url(port)
     starter.wait(record, lambda: _http_ok(f"{url}/healthz"), 15)
     push_git_image(layout, info.registry, starter.report)
+    previous = GitServer.load(layout)
     server = GitServer(url, str(layout.git_root), c.GIT_USER, str(credentials))
-    layout.git_server_file.write_text(json.dumps(server.__dict__, indent=2) + "\n")
+    if previous is not None:  # the ssh side may be running still
+        server = dataclasses.replace(
+            server, ssh_port=previous.ssh_port, ssh_key=previous.ssh_key, known_hosts=previous.known_hosts
+        )
+    server.save(layout)
     return server
+
+
+def _start_git_ssh(layout: Layout, starter: _Starter) -> GitServer:
+    """sshd on the bridge, its host key and a client key made here once, every key forced
+    to git-shell's upload-pack (harness/components.py)."""
+    import dataclasses
+
+    folder = layout.git_ssh
+    folder.mkdir(parents=True, exist_ok=True)
+    for key in ("host_ed25519", "client_ed25519"):
+        if not (folder / key).exists():
+            _run_tool(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"pypod-harness-{key}", "-f", str(folder / key)]
+            )
+    forced = folder / "git-only"
+    forced.write_text(c.git_ssh_forced_command(layout.git_root))
+    forced.chmod(0o755)
+    client = (folder / "client_ed25519.pub").read_text().strip()
+    (folder / "authorized_keys").write_text(f'restrict,command="{forced}" {client}\n')
+    port = free_ports(1)[0]
+    (folder / "sshd_config").write_text(c.git_sshd_config(port, folder))
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation folder
+    record = starter.start(c.git_sshd(folder, shutil.which("sshd") or "/usr/sbin/sshd"))
+    starter.wait(record, lambda: _accepts_tcp(BRIDGE_IP, port), 15)
+    host_key = (folder / "host_ed25519.pub").read_text().split()
+    known_hosts = folder / "known_hosts"
+    known_hosts.write_text(f"[{BRIDGE_IP}]:{port} {host_key[0]} {host_key[1]}\n")
+    server = GitServer.load(layout)
+    if server is None:
+        raise HarnessError("the git server's ssh side needs its HTTP side", hint="run `python -m harness start`")
+    server = dataclasses.replace(
+        server, ssh_port=port, ssh_key=str(folder / "client_ed25519"), known_hosts=str(known_hosts)
+    )
+    server.save(layout)
+    return server
+
+
+def _run_tool(argv: list[str]) -> None:
+    result = subprocess.run(argv, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise HarnessError(f"{argv[0]} failed (exit {result.returncode})", log_tail=result.stderr)
+
+
+def _accepts_tcp(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False

@@ -729,3 +729,52 @@ def git_server(layout: Layout, port: int, credentials: Path) -> Component:
         ],
         env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
+
+
+GIT_SSH = "gitssh"
+
+
+def git_ssh_url(port: int, repository: Path) -> str:
+    """An ssh URL of a repository on the git server (its absolute path on this machine)."""
+    return f"ssh://root@{BRIDGE_IP}:{port}{repository}"
+
+
+def git_ssh_forced_command(git_root: Path) -> str:
+    """The only thing a key of authorized_keys may run: git-shell, and only to fetch from
+    (upload-pack) repositories under the git server's folder."""
+    return (
+        "#!/bin/sh\n"
+        'case "$SSH_ORIGINAL_COMMAND" in\n'
+        "  *..*) ;;\n"
+        f'  "git-upload-pack \'{git_root}/"*) exec git-shell -c "$SSH_ORIGINAL_COMMAND" ;;\n'
+        "esac\n"
+        'echo "only git-upload-pack of the harness\'s repositories" >&2\n'
+        "exit 1\n"
+    )
+
+
+def git_sshd_config(port: int, folder: Path) -> str:
+    """sshd on the bridge for `--git` over ssh: keys only, every key forced to git-shell."""
+    lines = [
+        f"Port {port}",
+        f"ListenAddress {BRIDGE_IP}",
+        f"HostKey {folder / 'host_ed25519'}",
+        f"AuthorizedKeysFile {folder / 'authorized_keys'}",
+        f"PidFile {folder / 'sshd.pid'}",
+        "PermitRootLogin prohibit-password",
+        "AllowUsers root",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "UsePAM no",
+        "StrictModes no",
+        "AllowTcpForwarding no",
+        "X11Forwarding no",
+        "PermitTTY no",
+        "PrintMotd no",
+        "LogLevel VERBOSE",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def git_sshd(folder: Path, sshd: str = "/usr/sbin/sshd") -> Component:
+    return Component(GIT_SSH, [sshd, "-D", "-e", "-f", str(folder / "sshd_config")])

@@ -50,6 +50,7 @@ HOST_TOOLS = {
     "unshare": "util-linux",
     "mount": "mount",
     "git": "git",  # the git server's http-backend
+    "sshd": "openssh-server",  # the git server's ssh side
     "go": "golang (or the Go toolchain from go.dev)",
 }
 CNI_PLUGIN_DIR = Path("/usr/lib/cni")
@@ -164,6 +165,11 @@ class Layout:
     def git_root(self) -> Path:
         """The git server's repositories (public/, private/); kept across `up`s."""
         return self.state / "git"
+
+    @property
+    def git_ssh(self) -> Path:
+        """The git server's ssh side: sshd's config, host key, the tests' client key."""
+        return self.state / "gitssh"
 
     @property
     def git_server_file(self) -> Path:

@@ -291,3 +291,33 @@ def test_dask_workers_of_a_git_driver_import_a_module_of_the_project(
     assert "INIT ['pypod-git']" in result.stdout
     result_line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT"))
     assert "-w0', 49)" in result_line  # run by the worker pod, from the project's own module
+
+
+def test_ssh_with_a_key_secret_runs_and_an_unknown_host_key_is_refused(
+    env, cluster, git_server, kube, namespace, tmp_path
+):
+    """The ssh side of the git server: sshd on the bridge, keys only, forced to git-shell."""
+    assert git_server.ssh_port, "the harness's gitssh service is not running"
+    repo = Repo(git_server, env, tmp_path, private=True)
+    commit = repo.commit({"requirements.txt": "", "app.py": "print('over ssh')\n"})
+    url = git_server.ssh_url(repo.bare)
+    ssh = f"ssh -i {git_server.ssh_key} -o IdentitiesOnly=yes -o BatchMode=yes"
+    ssh += f" -o UserKnownHostsFile={git_server.known_hosts}"
+    laptop = dict(env, GIT_SSH_COMMAND=ssh)  # this machine's own ssh set-up, for ls-remote
+    created = run_cli(
+        ["git-secret", "repo-key", "--ssh-key", git_server.ssh_key, "--known-hosts", git_server.known_hosts], env
+    )
+    assert created.returncode == 0, created.stderr
+    result = run_cli(["run", "--git", f"{url}@main", "--git-secret", "repo-key", "app.py"], laptop, cwd=repo.work)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert result.stdout.strip() == "over ssh"
+    assert f"code: {url} at {commit[:7]} (main)" in result.stderr
+    private_key = Path(git_server.ssh_key).read_text().splitlines()[1]
+    assert private_key not in result.stdout + result.stderr
+
+    wrong_hosts = tmp_path / "known_hosts"
+    wrong_hosts.write_text(f"[10.88.0.1]:{git_server.ssh_port} {Path(git_server.ssh_key + '.pub').read_text()}")
+    run_cli(["git-secret", "wrong-host", "--ssh-key", git_server.ssh_key, "--known-hosts", str(wrong_hosts)], env)
+    refused = run_cli(["run", "--git", f"{url}@main", "--git-secret", "wrong-host", "app.py"], laptop, cwd=repo.work)
+    assert refused.returncode == 72
+    assert "known_hosts" in refused.stderr.strip().splitlines()[-1]

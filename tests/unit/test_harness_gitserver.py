@@ -67,3 +67,15 @@ def test_git_server_component_listens_on_the_bridge_with_credentials_from_a_file
     assert f"--credentials={tmp_path / 'creds'}" in component.argv
     assert f"--root={layout.git_root}" in component.argv
     assert c.git_server_url(4242) == f"http://{BRIDGE_IP}:4242"
+
+
+def test_the_ssh_side_takes_keys_only_and_forces_git_upload_pack_under_the_root(tmp_path):
+    config = c.git_sshd_config(2222, tmp_path)
+    assert f"ListenAddress {BRIDGE_IP}" in config and "Port 2222" in config
+    assert "PasswordAuthentication no" in config and "AllowTcpForwarding no" in config
+    forced = c.git_ssh_forced_command(tmp_path / "git")
+    assert f'"git-upload-pack \'{tmp_path / "git"}/"*) exec git-shell' in forced
+    assert "*..*) ;;" in forced  # a path with .. falls through to the refusal
+    assert c.git_ssh_url(2222, tmp_path / "git" / "private" / "a.git") == (
+        f"ssh://root@{BRIDGE_IP}:2222{tmp_path}/git/private/a.git"
+    )
