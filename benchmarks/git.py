@@ -17,6 +17,7 @@ server into it if missing.
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -45,7 +46,7 @@ def git(cwd: Path, env: dict[str, str], *args: str) -> None:
     subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
 
 
-def make_repo(root: Path, server: GitServer, env: dict[str, str]) -> None:
+def make_repo(root: Path, server: GitServer, env: dict[str, str]) -> Path:
     for i in range(1000):
         folder = root / f"pkg{i % 50}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -53,12 +54,14 @@ def make_repo(root: Path, server: GitServer, env: dict[str, str]) -> None:
     (root / "requirements.txt").write_text("")
     (root / "app.py").write_text(APP)
     name = f"bench-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["git", "init", "-q", "--bare", str(Path(server.root) / "public" / f"{name}.git")], check=True)
+    bare = Path(server.root) / "public" / f"{name}.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
     git(root, env, "init", "-q", "-b", "main")
     git(root, env, "remote", "add", "origin", f"{server.url}/public/{name}.git")
     git(root, env, "add", "-A")
     git(root, env, "commit", "-qm", "start")
     git(root, env, "push", "-q", "origin", "main")
+    return bare
 
 
 def run_start(cwd: Path, env: dict[str, str], *flags: str) -> float:
@@ -89,7 +92,7 @@ def measure(info: ClusterInfo, server: GitServer) -> None:
         }
         root = Path(tmp) / "project"
         root.mkdir()
-        make_repo(root, server, env)
+        bare = make_repo(root, server, env)
         run_start(root, env, "--git")  # warm-up: the dependency image and pypod's layer
         run_start(root, env)  # warm-up: the first (full) source layer
         git_times, image_times = [], []
@@ -102,6 +105,7 @@ def measure(info: ClusterInfo, server: GitServer) -> None:
             image_times.append(run_start(root, env))
         bench("git_run_start_s", statistics.median(git_times), "s")
         bench("image_run_start_s", statistics.median(image_times), "s")
+        shutil.rmtree(bare, ignore_errors=True)
 
 
 def main() -> None:

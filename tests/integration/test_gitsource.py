@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 import urllib.request
@@ -93,6 +94,20 @@ class Repo:
         return git(self.work, "rev-parse", "HEAD", env=self.env)
 
 
+@pytest.fixture
+def make_repo(git_server: GitServer, env: dict[str, str], tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Repo(...) for the test; its bare repository leaves the git server's folder afterwards."""
+    made: list[Repo] = []
+
+    def make(private: bool = False) -> Repo:
+        made.append(Repo(git_server, env, tmp_path, private=private))
+        return made[-1]
+
+    yield make
+    for repo in made:
+        shutil.rmtree(repo.bare, ignore_errors=True)
+
+
 def jobs(kube, namespace: str) -> list[str]:  # type: ignore[no-untyped-def]
     return [j.metadata.name for j in kube.list(Job, namespace=namespace)]
 
@@ -118,8 +133,10 @@ def registry_tags(cluster: ClusterInfo, image_repo: str) -> dict[str, str]:
     return digests
 
 
-def test_a_git_job_runs_the_pushed_commit_and_head_is_that_commit(env, cluster, git_server, kube, namespace, tmp_path):
-    repo = Repo(git_server, env, tmp_path)
+def test_a_git_job_runs_the_pushed_commit_and_head_is_that_commit(
+    env, cluster, git_server, kube, namespace, tmp_path, make_repo
+):
+    repo = make_repo()
     commit = repo.commit({"data.txt": "from the commit\n", "check.sh": "cat data.txt\ngit rev-parse HEAD\n"})
     (repo.work / "data.txt").write_text("an uncommitted edit\n")  # not in the run: a warning says so
     # The git image as the main image too: it has git and sh (the base has no git).
@@ -133,9 +150,9 @@ def test_a_git_job_runs_the_pushed_commit_and_head_is_that_commit(env, cluster, 
 
 
 def test_a_new_commit_is_run_next_time_and_the_registry_receives_no_push(
-    env, cluster, git_server, kube, namespace, tmp_path
+    env, cluster, git_server, kube, namespace, tmp_path, make_repo
 ):
-    repo = Repo(git_server, env, tmp_path)
+    repo = make_repo()
     repo.commit({"requirements.txt": "", "app.py": "print('version', 1)\n"})
     first = run_cli(["run", "--git", "app.py"], env, cwd=repo.work)
     assert first.returncode == 0, first.stderr + first.stdout
@@ -153,8 +170,8 @@ def test_a_new_commit_is_run_next_time_and_the_registry_receives_no_push(
     assert registry_tags(cluster, env["IMAGE_REPO"]) == tags_before  # same tags, same manifests
 
 
-def test_an_unpushed_commit_is_refused_before_any_job_exists(env, git_server, kube, namespace, tmp_path):
-    repo = Repo(git_server, env, tmp_path)
+def test_an_unpushed_commit_is_refused_before_any_job_exists(env, git_server, kube, namespace, tmp_path, make_repo):
+    repo = make_repo()
     repo.commit({"app.py": "print(1)\n"})
     unpushed = repo.commit({"app.py": "print(2)\n"}, push=False)
     result = run_cli(["run", "--git", "app.py"], env, cwd=repo.work)
@@ -171,8 +188,10 @@ def test_an_unpushed_commit_is_refused_before_any_job_exists(env, git_server, ku
     assert jobs(kube, namespace) == []
 
 
-def test_a_commit_the_remote_lacks_fails_in_the_init_container_at_once(env, git_server, kube, namespace, tmp_path):
-    repo = Repo(git_server, env, tmp_path)
+def test_a_commit_the_remote_lacks_fails_in_the_init_container_at_once(
+    env, git_server, kube, namespace, tmp_path, make_repo
+):
+    repo = make_repo()
     repo.commit({"app.py": "print(1)\n"})
     absent = "0123456789abcdef0123456789abcdef01234567"  # unknown here too: only the pod can tell
     started = time.monotonic()
@@ -192,9 +211,9 @@ def scan_for(token: str, *texts: str) -> list[int]:
 
 
 def test_a_private_repository_runs_with_git_secret_and_the_token_appears_nowhere(
-    env, cluster, git_server, kube, namespace, tmp_path
+    env, cluster, git_server, kube, namespace, tmp_path, make_repo
 ):
-    repo = Repo(git_server, env, tmp_path, private=True)
+    repo = make_repo(private=True)
     token = git_server.token()
     repo.commit({"requirements.txt": "", "app.py": "print('private code ran')\n"})
 
@@ -243,8 +262,8 @@ def test_a_private_repository_runs_with_git_secret_and_the_token_appears_nowhere
     run_cli(["rm", "private"], env)
 
 
-def test_a_git_repl_starts_and_imports_the_project(env, git_server, kube, namespace, tmp_path):
-    repo = Repo(git_server, env, tmp_path)
+def test_a_git_repl_starts_and_imports_the_project(env, git_server, kube, namespace, tmp_path, make_repo):
+    repo = make_repo()
     repo.commit({"requirements.txt": "", "project_mod.py": "VALUE = 'from git'\n"})
     term = Terminal(["--git", "--no-sync", "--python", "python3"], env, cwd=repo.work)
     term.expect(">>> ", 120)
@@ -269,7 +288,7 @@ cluster.close()
 
 
 def test_dask_workers_of_a_git_driver_import_a_module_of_the_project(
-    env, cluster, git_server, kube, namespace, tmp_path
+    env, cluster, git_server, kube, namespace, tmp_path, make_repo
 ):
     from lightkube import codecs
 
@@ -277,7 +296,7 @@ def test_dask_workers_of_a_git_driver_import_a_module_of_the_project(
 
     for obj in role_objects(namespace, "ServiceAccount", "default"):
         kube.create(codecs.from_dict(obj), namespace=namespace)
-    repo = Repo(git_server, env, tmp_path)
+    repo = make_repo()
     repo.commit(
         {
             "requirements.txt": "distributed==2026.8.0\nlightkube==1.0.1\n",
@@ -294,11 +313,11 @@ def test_dask_workers_of_a_git_driver_import_a_module_of_the_project(
 
 
 def test_ssh_with_a_key_secret_runs_and_an_unknown_host_key_is_refused(
-    env, cluster, git_server, kube, namespace, tmp_path
+    env, cluster, git_server, kube, namespace, tmp_path, make_repo
 ):
     """The ssh side of the git server: sshd on the bridge, keys only, forced to git-shell."""
     assert git_server.ssh_port, "the harness's gitssh service is not running"
-    repo = Repo(git_server, env, tmp_path, private=True)
+    repo = make_repo(private=True)
     commit = repo.commit({"requirements.txt": "", "app.py": "print('over ssh')\n"})
     url = git_server.ssh_url(repo.bare)
     ssh = f"ssh -i {git_server.ssh_key} -o IdentitiesOnly=yes -o BatchMode=yes"
