@@ -14,7 +14,13 @@ from .podenv import identity_env, image_env, resource_env, thread_count, thread_
 LABEL_CLUSTER = "pypod.dev/cluster"
 LABEL_DRIVER = "pypod.dev/driver"
 LABEL_WORKER = "pypod.dev/worker"
+LABEL_GROUP = "pypod.dev/worker-group"
 COMPONENT = "dask-worker"
+DEFAULT_GROUP = "default"
+# On the driver pod: the port of the Dask dashboard a K8sCluster in it serves (`pypod dashboard`).
+ANNOTATION_DASHBOARD = "pypod.dev/dashboard-port"
+# The node label NVIDIA's GPU feature discovery sets; Kueue's flavours and EIDF select on it too.
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 
 
 def worker_threads(cpu: str | float) -> int:
@@ -46,14 +52,17 @@ def worker_pod_spec(
     owner: dict[str, Any] | None = None,
     death_timeout: int = 60,
     threads: str | int = "auto",
+    group: str = DEFAULT_GROUP,
 ) -> dict[str, Any]:
     """A worker pod: the driver's image running `dask worker` against the driver's scheduler.
 
     requests = limits for cpu and memory (so the kernel enforces what Dask is told);
-    `gpu` adds nvidia.com/gpu; `owner` (the driver pod) makes Kubernetes delete the
-    worker with it. Without `name`, the pod is named by generateName. `threads` sets
-    OMP_NUM_THREADS and the other thread-pool variables: "auto" (from `cpu`), "off", or a
-    count; variables given in `env` are left as given.
+    `gpu` adds nvidia.com/gpu and the Dask resource GPU=N (so tasks submitted with
+    resources={"GPU": 1} land there); `owner` (the driver pod) makes Kubernetes delete
+    the worker with it; `group` is the worker group's label. Without `name`, the pod is
+    named by generateName. `threads` sets OMP_NUM_THREADS and the other thread-pool
+    variables: "auto" (from `cpu`), "off", or a count; variables given in `env` are left
+    as given.
     """
     cpu_text = str(cpu)
     limits: dict[str, str] = {"cpu": cpu_text, "memory": memory}
@@ -67,6 +76,7 @@ def worker_pod_spec(
             "app.kubernetes.io/component": COMPONENT,
             LABEL_CLUSTER: label_value(cluster_id),
             LABEL_DRIVER: label_value(driver),
+            LABEL_GROUP: label_value(group),
             **({LABEL_WORKER: label_value(name)} if name else {}),
             **(labels or {}),
         },
@@ -96,6 +106,7 @@ def worker_pod_spec(
             # The worker is the container's process: when the kernel kills it (OOM), the
             # pod ends with the reason, instead of a nanny quietly restarting it.
             "--no-nanny",
+            *(["--resources", f"GPU={gpu}"] if gpu else []),
         ],
         "resources": {"requests": dict(limits), "limits": dict(limits)},
     }
@@ -126,11 +137,16 @@ class WorkerEnd:
     reason: str  # OOMKilled, Evicted, Error, Completed, Deleted, PendingTimeout, ErrImagePull, ...
     message: str = ""
     exit_code: int | None = None
+    memory_limit: str = ""  # the container's limit, named when the kernel killed it for memory
+    group: str = DEFAULT_GROUP
 
     def __str__(self) -> str:
-        code = f" (exit code {self.exit_code})" if self.exit_code is not None else ""
+        details = [f"limit {self.memory_limit}"] if self.reason == "OOMKilled" and self.memory_limit else []
+        if self.exit_code is not None:
+            details.append(f"exit code {self.exit_code}")
+        shown = f" ({', '.join(details)})" if details else ""
         detail = f": {self.message}" if self.message else ""
-        return f"worker {self.worker} (pod {self.pod}) ended: {self.reason}{code}{detail}"
+        return f"worker {self.worker} (pod {self.pod}) ended: {self.reason}{shown}{detail}"
 
 
 def worker_end(pod: dict[str, Any]) -> WorkerEnd | None:
@@ -138,9 +154,13 @@ def worker_end(pod: dict[str, Any]) -> WorkerEnd | None:
     meta = pod.get("metadata") or {}
     status = pod.get("status") or {}
     name = meta.get("name", "?")
-    worker = (meta.get("labels") or {}).get(LABEL_WORKER, name)
+    labels = meta.get("labels") or {}
+    worker = labels.get(LABEL_WORKER, name)
+    group = labels.get(LABEL_GROUP, DEFAULT_GROUP)
+    containers = (pod.get("spec") or {}).get("containers") or [{}]
+    limit = str(((containers[0].get("resources") or {}).get("limits") or {}).get("memory", ""))
     if status.get("reason") == "Evicted":
-        return WorkerEnd(worker, name, "Evicted", status.get("message", ""))
+        return WorkerEnd(worker, name, "Evicted", status.get("message", ""), group=group)
     for container in status.get("containerStatuses") or []:
         terminated = (container.get("state") or {}).get("terminated")
         if terminated:
@@ -150,7 +170,9 @@ def worker_end(pod: dict[str, Any]) -> WorkerEnd | None:
                 terminated.get("reason") or "Error",
                 terminated.get("message") or "",
                 terminated.get("exitCode"),
+                memory_limit=limit,
+                group=group,
             )
     if status.get("phase") in ("Failed", "Succeeded"):
-        return WorkerEnd(worker, name, status.get("reason") or status["phase"], status.get("message", ""))
+        return WorkerEnd(worker, name, status.get("reason") or status["phase"], status.get("message", ""), group=group)
     return None
