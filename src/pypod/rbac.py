@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 # What `pypod` does in a namespace: run Jobs, watch their pods and events, read logs,
-# exec (REPL attach, sync) and port-forward. Worker pods need create/delete on pods.
+# exec (REPL attach, sync) and port-forward. Worker pods need create/delete on pods; a
+# K8sCluster patches its driver pod's annotations with the dashboard's port.
 RULES: list[dict[str, Any]] = [
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "delete"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "get", "list", "watch", "delete"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "get", "list", "watch", "delete", "patch"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["pods/exec", "pods/portforward"], "verbs": ["create", "get"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},

@@ -6,6 +6,7 @@ from pypod.errors import UsageError
 from pypod.kube.groups import (
     WorkerGroup,
     check_group_name,
+    configure_pod,
     derive_group,
     group_pod,
     worker_pod_name,
@@ -15,17 +16,20 @@ from pypod.kube.workers import LABEL_GROUP
 
 
 def pod_of(group: WorkerGroup) -> dict:
-    return group_pod(
+    return configure_pod(
         group,
-        name="c-gpu-w3",
-        image="reg/driver@sha256:1",
-        scheduler_address="tcp://10.0.0.5:8786",
-        cluster_id="c",
-        driver="drv",
-        namespace="ns",
-        service_account="runner",
-        owner={"apiVersion": "v1", "kind": "Pod", "name": "drv", "uid": "u"},
-        death_timeout=60,
+        group_pod(
+            group,
+            name="c-gpu-w3",
+            image="reg/driver@sha256:1",
+            scheduler_address="tcp://10.0.0.5:8786",
+            cluster_id="c",
+            driver="drv",
+            namespace="ns",
+            service_account="runner",
+            owner={"apiVersion": "v1", "kind": "Pod", "name": "drv", "uid": "u"},
+            death_timeout=60,
+        ),
     )
 
 

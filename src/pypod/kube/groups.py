@@ -135,9 +135,11 @@ def group_pod(
     service_account: str | None,
     owner: dict[str, Any] | None,
     death_timeout: int,
+    threads: str | int = "auto",
 ) -> dict[str, Any]:
-    """The pod of one worker of `group` (`image` is the driver's, used when the group has none)."""
-    pod = worker_pod_spec(
+    """The pod of one worker of `group` (`image` is the driver's, used when the group has none),
+    before its `configures` (configure_pod)."""
+    return worker_pod_spec(
         image=group.image or image,
         scheduler_address=scheduler_address,
         cluster_id=cluster_id,
@@ -154,8 +156,13 @@ def group_pod(
         tolerations=[dict(t) for t in group.tolerations],
         owner=owner,
         death_timeout=death_timeout,
+        threads=threads,
         group=group.name,
     )
+
+
+def configure_pod(group: WorkerGroup, pod: dict[str, Any]) -> dict[str, Any]:
+    """`pod` after the group's `configures`, in order: applied last, after everything pypod adds."""
     for hook in group.configures:
         pod = hook(pod)
     return pod
