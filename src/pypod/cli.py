@@ -31,6 +31,7 @@ COMMANDS = (
     "plan",
     "jupyter",
     "git-secret",
+    "dashboard",
 )
 RUN_COMMANDS = ("start", "run", "jupyter")
 
@@ -250,6 +251,19 @@ def logs(run_name: str, follow: bool, namespace: str | None, context: str | None
     from .run.manage import show_logs
 
     sys.exit(show_logs(_connect(namespace, context, kubeconfig), run_name, follow))
+
+
+@main_group.command()
+@click.argument("run_name")
+@click.option("--port", type=int, help="Local port (default: the dashboard's own when free here, else any).")
+@target_options
+def dashboard(
+    run_name: str, port: int | None, namespace: str | None, context: str | None, kubeconfig: str | None
+) -> None:
+    """Forward the Dask dashboard of a K8sCluster in RUN to this machine; prints its URL."""
+    from .run.dashboard import open_dashboard
+
+    sys.exit(open_dashboard(_connect(namespace, context, kubeconfig), run_name, port))
 
 
 @main_group.command()

@@ -115,9 +115,16 @@ def attach_run(session: Driver, name: str) -> int:
             live = start_beside_repl(session, pod.to_dict(), name, project, session.settings, session.out)
         else:
             session.out.info(f"sync: off (this folder is not {name}'s project)")
+    from ..kube.watch import RunWatcher
+    from .dashboard import SessionDashboard
+
+    watcher = RunWatcher(session.client, session.namespace, name).start()
+    dashboard = SessionDashboard(session, watcher, pod.metadata.name).start()
     try:
         code = session.relay_repl(pod.metadata.name, name, [], history_path(session.settings))
     finally:
+        dashboard.stop()
+        watcher.stop()
         if live is not None:
             live.stop()
     if code != LOST_CONNECTION:

@@ -17,6 +17,7 @@ from ..names import run_name, validate_run_name
 from ..project import Project
 from ..settings import Settings
 from . import history
+from .dashboard import SessionDashboard
 from .driver import LOST_CONNECTION, Driver, history_path, local_user
 from .forward import free_port
 from .guard import Guard, end_guard, start_guard
@@ -214,6 +215,7 @@ def _run(
 
             live = start_beside_repl(session, watcher.state.pod, spec.name, project, settings, out)
         forwards = session.port_forwards(pod, notebook)
+        dashboard = SessionDashboard(session, watcher, pod).start()
         if notebook:
             token = dict(request.session_env).get("JUPYTER_TOKEN", "")
             out.info(f"JupyterLab: http://127.0.0.1:{notebook[0].split(':')[0]}/lab?token={token}")
@@ -225,6 +227,7 @@ def _run(
             seed = history.seed_entries(history_path(settings))
             code = session.relay_repl(pod, spec.name, seed, history_path(settings), dict(request.session_env))
         finally:
+            dashboard.stop()
             for forward in forwards:
                 forward.stop()
             if live is not None:
