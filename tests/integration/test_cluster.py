@@ -569,3 +569,27 @@ def test_a_driver_made_by_kubectl_run_starts_workers(env, kube, namespace, dask_
     wait_pod(kube, namespace, "foreign", phase("Succeeded", "Failed"), timeout=300)
     log = run_kubectl("logs", "foreign").stdout
     assert "WORKERS 2" in log and "SUM 6" in log, log
+
+
+def test_a_repl_session_forwards_the_dashboard_on_its_own(env, kube, namespace, dask_project):
+    import re
+
+    from tests.pypodcli import Terminal
+
+    grant_pod_rights(kube, namespace)
+    term = Terminal(["--no-sync"], env, cwd=dask_project)
+    try:
+        term.expect(">>> ", 300)
+        term.line('from pypod import K8sCluster; cluster = K8sCluster(0, cpu="100m", memory="200Mi")')
+        term.expect("[pypod] Dask dashboard: http://127.0.0.1:", 120)
+        term.expect("/status", 5)
+        url = re.findall(r"Dask dashboard: (http://127\.0\.0\.1:\d+/status)", term.text())[-1]
+        page = wait_for(lambda: _get(url), 30, interval=0.5)
+        assert page[0] == 200 and b"Dask" in page[1]
+        term.line("cluster.close()")
+        term.line("exit(0)")
+        assert term.wait(60) == 0
+    finally:
+        if term.exit_code is None:
+            term.kill()
+            run_cli(["rm", "--all"], env)
