@@ -5,6 +5,10 @@
    K8sClusterManagers.jl, runs one `kubectl get` per pod every second while waiting.
 2. 8 real workers on the real node: time until all are connected to the scheduler,
    minus the time Kubernetes itself took to make their pods Running.
+3. A worker whose pod ends (deleted from outside, at once): time until its replacement
+   is connected, beside the time Kubernetes took to start the replacement's pod
+   (goal: under that pod start time + 3 s). One whole core, K8sCluster's default: at
+   100m, CFS throttles the worker's imports to seconds.
 
     python benchmarks/cluster.py
 
@@ -145,15 +149,60 @@ def real_workers(info, n: int = 8) -> None:  # type: ignore[no-untyped-def]
     # Kubernetes' own share: from each pod's creation to its container's start, as the API recorded it.
     pods = list(api.list(Pod, namespace=ns))
     kube_s = max(
-        (p.status.containerStatuses[0].state.running.startedAt - p.metadata.creationTimestamp).total_seconds()
-        for p in pods
-        if p.status.containerStatuses and p.status.containerStatuses[0].state.running
+        pod_start_s(p) for p in pods if p.status.containerStatuses and p.status.containerStatuses[0].state.running
     )
     client.close()
     cluster.close()
     bench("workers8_connected_s", connected, "s")
     bench("workers8_kubernetes_start_s", kube_s, "s (creation to container start, 1 s resolution)")
     bench("workers8_connect_overhead_s", connected - kube_s, "s")
+    replaced_worker(info, image)
+
+
+def pod_start_s(pod) -> float:  # type: ignore[no-untyped-def]
+    """Creation to container start, as the API recorded it (1 s resolution)."""
+    started = pod.status.containerStatuses[0].state.running.startedAt
+    return (started - pod.metadata.creationTimestamp).total_seconds()
+
+
+def replaced_worker(info, image: str) -> None:  # type: ignore[no-untyped-def]
+    from lightkube import Client, KubeConfig
+    from lightkube.resources.core_v1 import Pod
+
+    from pypod import K8sCluster
+
+    ns = namespace(info.admin_kubeconfig)
+    api = Client(KubeConfig.from_file(info.admin_kubeconfig))
+
+    def connected_other_than(name: str, since: float) -> float:
+        while not {w["name"] for w in client.scheduler_info()["workers"].values()} - {name}:
+            if time.monotonic() - since > 120:
+                raise SystemExit("no new worker connected within 120 s")
+            time.sleep(0.02)
+        return time.monotonic() - since
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cluster = K8sCluster(
+            0, image=image, namespace=ns, scheduler_host=BRIDGE_IP, cpu="1", memory="400Mi", pending_timeout=180
+        )
+        client = cluster.get_client()
+        asked = time.monotonic()
+        cluster.scale(1)
+        fresh_s = connected_other_than("", asked)  # the anchor: a new worker, asked for by scale()
+        first = next(iter(client.scheduler_info()["workers"].values()))["name"]
+        ended = time.monotonic()
+        api.delete(Pod, first, namespace=ns, grace_period=0)
+        replace_s = connected_other_than(first, ended)
+        replacement = next(p for p in api.list(Pod, namespace=ns) if p.metadata.name != first)
+        created_s = cluster._manager.created_at[replacement.metadata.name] - ended
+        start_s = pod_start_s(replacement)
+        client.close()
+        cluster.close()
+    bench("worker_replace_s", replace_s, f"s (pod start {start_s:.0f} s; goal: under pod start + 3 s)")
+    bench("worker_replace_pod_start_s", start_s, "s (creation to container start, 1 s resolution)")
+    bench("worker_replace_created_s", created_s, "s (pod ended to replacement created)")
+    bench("worker_fresh_connect_s", fresh_s, "s (scale(1) to a new worker connected, for comparison)")
 
 
 def main() -> None:
