@@ -16,11 +16,21 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import PypodError
 
-__all__ = ["Info", "K8sCluster", "PypodError", "Settings", "WorkerEnd", "info", "worker_pod_spec"]
+__all__ = [
+    "Info",
+    "K8sCluster",
+    "PodKilledWorker",
+    "PypodError",
+    "Settings",
+    "WorkerEnd",
+    "WorkerPodsEnded",
+    "info",
+    "worker_pod_spec",
+]
 
 if TYPE_CHECKING:
     from .agent.resources import Info
-    from .cluster import K8sCluster
+    from .cluster import K8sCluster, PodKilledWorker, WorkerPodsEnded
     from .kube.workers import WorkerEnd, worker_pod_spec
     from .podinfo import info
     from .settings import Settings
@@ -29,6 +39,8 @@ _LAZY = {
     "Info": ("pypod.agent.resources", "Info"),
     "info": ("pypod.podinfo", "info"),
     "K8sCluster": ("pypod.cluster", "K8sCluster"),
+    "PodKilledWorker": ("pypod.cluster", "PodKilledWorker"),
+    "WorkerPodsEnded": ("pypod.cluster", "WorkerPodsEnded"),
     "WorkerEnd": ("pypod.kube.workers", "WorkerEnd"),
     "worker_pod_spec": ("pypod.kube.workers", "worker_pod_spec"),
     "Settings": ("pypod.settings", "Settings"),
