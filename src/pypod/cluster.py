@@ -134,9 +134,12 @@ class PodScheduler(Scheduler):
     a task with KilledWorker."""
 
     pod_manager: _PodManager | None = None
+    retired_names: set[str]  # names of workers it retired or closed itself: their exit is by design
 
     async def remove_worker(self, address: str, *, stimulus_id: str, expected: bool = False, close: bool = True) -> Any:
         manager = self.pod_manager
+        if expected and address in self.workers:
+            self.retired_names.add(str(self.workers[address].name))
         if manager is not None and not expected and self.status == Status.running:
             ws = self.workers.get(self.coerce_address(address))
             if ws is not None and manager.owns(str(ws.name)) and self._dooms_a_task(ws):
@@ -145,6 +148,10 @@ class PodScheduler(Scheduler):
                 if self.workers.get(ws.address) is ws:
                     self._fail_killed_tasks(ws, end, stimulus_id)
         return await super().remove_worker(address, stimulus_id=stimulus_id, expected=expected, close=close)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.retired_names = set()
+        super().__init__(*args, **kwargs)
 
     def _dooms_a_task(self, ws: WorkerState) -> bool:
         return any(ts.suspicious + 1 > self.allowed_failures for ts in ws.processing)
@@ -339,6 +346,11 @@ class _PodManager:
         if name in self.ended or name in self.deleting or name not in self.cluster.worker_spec:
             return
         end = worker_end(pod)
+        if end is not None and end.exit_code == 0 and name in getattr(self.cluster.scheduler, "retired_names", ()):
+            # Retired through the scheduler (adapt, client.retire_workers): it closed and exited.
+            self.deleting.add(name)
+            self.cluster._forget(name)
+            return
         if end is not None:
             self._end(end)
             return
@@ -702,7 +714,8 @@ class K8sCluster(SpecCluster):
             return NoOpAwaitable() if self.asynchronous else None
         group = self._groups[name]
         self._resized[name] += 1
-        names = [k for k in self.worker_spec if k in self._names_of(name)]
+        members = self._names_of(name)
+        names = [k for k in self.worker_spec if k in members]  # oldest first
         if len(names) > n:
             connected = self.observed
             # Those not connected yet go first, the newest first.
@@ -797,6 +810,10 @@ class K8sCluster(SpecCluster):
             message = gave_up_message(group.name, decision, self.replace_policy, end)
             warnings.warn(message, WorkerPodWarning, stacklevel=1)
         self._stranded_by = end
+
+    def _forget(self, name: str) -> None:
+        self.worker_spec.pop(name, None)
+        self.loop.add_callback(self._correct_state)
 
     async def _replace(self, group: WorkerGroup, delay: float, resized: int) -> None:
         await asyncio.sleep(delay)

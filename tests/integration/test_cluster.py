@@ -454,6 +454,8 @@ def test_scale_adapt_close_and_pending_timeout_are_quiet(env, kube, namespace, d
     assert "FIVE 5" in out and "ONE" in out
     assert "ADAPTED_UP" in out and "SUM 435" in out and "ADAPTED_DOWN" in out
     assert "PENDING PendingTimeout" in out and "DONE" in out
+    # Retired workers exit by design: the one worker reported is the one that never started.
+    assert out.count("WorkerPodWarning: worker") == 1 and "ended: PendingTimeout" in out
     assert_quiet(out)
 
 
