@@ -495,6 +495,9 @@ def test_pypod_dashboard_forwards_the_dashboard(env, kube, namespace, dask_proje
     import signal
 
     grant_pod_rights(kube, namespace)
+    missing = run_cli(["dashboard", "nosuch"], env)
+    assert missing.returncode == 71 and missing.stderr.count("\n") == 1, missing.stderr
+    assert "no pod for run 'nosuch'" in missing.stderr
     (dask_project / "dashboard.py").write_text(DASHBOARD)
     holder = subprocess.Popen(
         ["python", "-m", "pypod", "run", "--runid", "dash", "--detach", "dashboard.py"],
