@@ -372,8 +372,11 @@ class _PodManager:
     async def _every_half_second(self) -> None:
         while True:
             await asyncio.sleep(0.5)
-            self._enforce_pending_timeout()
-            self.cluster._fail_stranded_tasks()
+            try:
+                self._enforce_pending_timeout()
+                self.cluster._fail_stranded_tasks()
+            except Exception as exc:  # keep watching: one bad round must not end the timeouts
+                logger.warning("worker pod check failed: %s: %s", type(exc).__name__, exc)
 
     def _enforce_pending_timeout(self) -> None:
         now = time.monotonic()

@@ -330,7 +330,7 @@ client = cluster.get_client()
 client.wait_for_workers(1, timeout=120)
 first = next(iter(client.scheduler_info()["workers"].values()))["name"]
 api.delete(Pod, first)
-wait(lambda: {w["name"] for w in client.scheduler_info()["workers"].values()} - {first}, 60)
+wait(lambda: {w["name"] for w in client.scheduler_info()["workers"].values()} - {first}, 120)
 print("REPLACED", [e.reason for e in cluster.worker_events()], workers(client), flush=True)
 print("SUM", client.submit(sum, [1, 2, 3]).result(timeout=60), flush=True)
 cluster.close()
