@@ -1,7 +1,9 @@
-"""One frozen Settings, resolved flags > environment > [tool.pypod] > defaults.
+"""One frozen Settings, resolved flags > environment > profile > [tool.pypod] > defaults.
 
 julia_pod's environment names are honoured (KUBERNETES_NAMESPACE,
 KUBERNETES_SERVICEACCOUNT, IMAGE_REPO); every other setting X also reads PYPOD_X.
+Each setting that is not pypod's default remembers where it came from (`origins`),
+for `pypod plan` and `--dry-run`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from .gitsource import DEFAULT_GIT_IMAGE, setting_value
 from .image.buildargs import check_build_args
 from .image.registry import DEFAULT_PLATFORM
 from .kube.podenv import parse_threads
+from .profiles import Profile, project_profiles, select_profile
 from .quantity import check_quantity
 
 PLATFORM = re.compile(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?")
@@ -52,6 +55,10 @@ class Settings:
     memory: str | None = None
     gpu: int = 0
     threads: str = "auto"  # OMP_NUM_THREADS & co in the pods: auto (from cpu), off, or a count
+    gpu_product: str | None = None  # the nvidia.com/gpu.product node label to run on
+    queue: str | None = None  # Kueue LocalQueue; "{namespace}" stands for the run's namespace
+    shm: str | None = None  # size of a memory-backed /dev/shm (an emptyDir, counted as the pod's memory)
+    generate_name: bool = False  # the apiserver names the Job (metadata.generateName), as some clusters require
     env: tuple[tuple[str, str], ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
     python: str | None = None  # None: ipython if the image has it, else python
@@ -71,12 +78,17 @@ class Settings:
     git_image: str = DEFAULT_GIT_IMAGE  # the initContainer's image: needs git and sh
     git_secret: str | None = None  # a Secret with `token`, or `ssh-privatekey` and `known_hosts`
     extra: Mapping[str, Any] = field(default_factory=dict)
+    profile: str | None = None  # the active profile's name
+    profile_source: str = ""  # where that profile was read from
+    # setting name -> where its value came from ("--cpu", "$PYPOD_CPU", "profile eidf", "[tool.pypod]")
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "extra"}
+_NOT_SETTINGS = ("extra", "profile", "profile_source", "origins")
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name not in _NOT_SETTINGS}
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
@@ -132,22 +144,56 @@ def read_pyproject(root: Path) -> dict[str, Any]:
     return {k.replace("-", "_"): v for k, v in table.items()}
 
 
+FLAG_NAMES = {"port_forwards": "--port-forward", "labels": "--label", "sync": "--no-sync"}
+
+
+def _check_known(table: Mapping[str, Any], where: str) -> None:
+    unknown = sorted(set(table) - set(_FIELDS))
+    if unknown:
+        raise UsageError(
+            f"unknown setting(s) in {where}: {', '.join(unknown)}",
+            hint=f"known settings: {', '.join(sorted(_FIELDS))}",
+        )
+
+
 def resolve(
     flags: Mapping[str, Any],
     environ: Mapping[str, str],
     pyproject: Mapping[str, Any],
+    user_profiles: Mapping[str, Profile] | None = None,
+    user_config: str = "~/.config/pypod/config.toml",
 ) -> Settings:
-    """Merge the sources; a flag given as None (or an empty tuple) counts as not given."""
+    """Merge the sources; a flag given as None (or an empty tuple) counts as not given.
+
+    `pyproject` is [tool.pypod] as read_pyproject returns it, profiles included;
+    `user_profiles` those of the user's config file (profiles.read_user_profiles).
+    """
+    table = dict(pyproject)
+    profiles = {**(user_profiles or {}), **project_profiles(table.pop("profiles", {}))}
+    default_profile = table.pop("profile", None)
+    _check_known(table, "[tool.pypod]")
+    chosen = next(
+        (
+            (name, by)
+            for name, by in (
+                (flags.get("profile"), "--profile"),
+                (environ.get("PYPOD_PROFILE"), "$PYPOD_PROFILE"),
+                (default_profile, "[tool.pypod] profile"),
+            )
+            if name
+        ),
+        (None, ""),
+    )
+    profile = select_profile(chosen[0], profiles, chosen[1], user_config)
+    if profile is not None:
+        _check_known(profile.values, f"profile {profile.name} ({profile.source})")
+
     values: dict[str, Any] = {}
-    unknown = sorted(set(pyproject) - set(_FIELDS))
-    if unknown:
-        raise UsageError(
-            f"unknown setting(s) in [tool.pypod]: {', '.join(unknown)}",
-            hint=f"known settings: {', '.join(sorted(_FIELDS))}",
-        )
+    origins: dict[str, str] = {}
     for name in _FIELDS:
         if flags.get(name) not in (None, ()):
             values[name] = flags[name]
+            origins[name] = FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
             continue
         env_names = [f"PYPOD_{name.upper()}"]
         if name in LEGACY_ENV:
@@ -155,13 +201,22 @@ def resolve(
         from_env = next(((n, environ[n]) for n in env_names if environ.get(n)), None)
         if from_env:
             values[name] = _coerce(name, from_env[1], f"${from_env[0]}")
-        elif name in pyproject:
-            values[name] = _coerce(name, pyproject[name], "[tool.pypod]")
+            origins[name] = f"${from_env[0]}"
+        elif profile is not None and name in profile.values:
+            values[name] = _coerce(name, profile.values[name], f"profile {profile.name} ({profile.source})")
+            origins[name] = f"profile {profile.name}"
+        elif name in table:
+            values[name] = _coerce(name, table[name], "[tool.pypod]")
+            origins[name] = "[tool.pypod]"
     if "git" in values:  # `git = true` in [tool.pypod] or PYPOD_GIT=1: on, with the defaults
         values["git"] = setting_value(values["git"])
+    if profile is not None:
+        values.update(profile=profile.name, profile_source=f"{profile.source}, chosen by {chosen[1]}")
+    values["origins"] = origins
     settings = Settings(**values)
     check_quantity(settings.cpu, "cpu")
     check_quantity(settings.memory, "memory")
+    check_quantity(settings.shm, "memory")
     if settings.sync_initial not in ("local", "pod", "mirror"):
         raise UsageError(
             f"sync_initial must be local, pod or mirror, got {settings.sync_initial!r}", hint="e.g. --sync-initial pod"
@@ -175,3 +230,16 @@ def resolve(
     if settings.gpu < 0:
         raise UsageError(f"--gpu must be 0 or more, got {settings.gpu}", hint="e.g. --gpu 1")
     return settings
+
+
+def describe_origins(settings: Settings) -> list[str]:
+    """`name = value (from where)` for every setting that is not pypod's default, and the profile."""
+    lines = []
+    if settings.profile:
+        lines.append(f"profile = {settings.profile} (from {settings.profile_source})")
+    for name, origin in settings.origins.items():
+        value = getattr(settings, name)
+        if isinstance(value, tuple):
+            value = ", ".join("=".join(v) if isinstance(v, tuple) else str(v) for v in value)
+        lines.append(f"{name} = {value} ({origin})")
+    return lines
