@@ -58,3 +58,15 @@ def label_value(text: str) -> str:
     """A valid label value (<= 63 chars of [A-Za-z0-9._-], alphanumeric at both ends)."""
     cleaned = _NOT_LABEL_VALUE.sub("-", text).strip("-._")
     return shorten(cleaned, MAX_LABEL).strip("-._")
+
+
+# generateName: the apiserver appends 5 random characters to the prefix.
+GENERATED_SUFFIX = 5
+MAX_NAME_PREFIX = MAX_RUN_NAME - GENERATED_SUFFIX  # including its trailing "-"
+
+
+def name_prefix(repo: str, branch: str, runid: str | None = None) -> str:
+    """The metadata.generateName of a run's Job: `<runid>-` or `<repo>-<branch>-`, cut so the
+    name the apiserver makes from it is still a valid run name."""
+    base = dns_fragment(runid) if runid else "-".join(p for p in (dns_fragment(repo), dns_fragment(branch)) if p)
+    return shorten(base or "pypod", MAX_NAME_PREFIX - 1).strip("-") + "-"

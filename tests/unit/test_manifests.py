@@ -174,3 +174,28 @@ def test_no_thread_counts_without_a_cpu_limit_or_with_threads_off():
     env = {e["name"]: e.get("value") for e in container(driver_job(spec(threads="5")))["env"]}
     assert env["VECLIB_MAXIMUM_THREADS"] == env["RAYON_NUM_THREADS"] == "5"
     assert "POD_CPU_LIMIT_MILLICORES" not in env  # no limit set: it would read as the node's
+
+
+def test_queue_gpu_product_and_shm():
+    job = driver_job(spec(queue="team-user-queue", gpu=1, gpu_product="NVIDIA-A100-SXM4-80GB", shm="8Gi"))
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-user-queue"
+    # On the Job only: Kueue admits the Job, and its pods come with it.
+    assert "kueue.x-k8s.io/queue-name" not in job["spec"]["template"]["metadata"]["labels"]
+    pod = job["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    assert pod["volumes"] == [{"name": "pypod-shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}]
+    assert {"name": "pypod-shm", "mountPath": "/dev/shm"} in container(job)["volumeMounts"]
+    env = {e["name"]: e for e in container(job)["env"]}
+    assert env["PYPOD_QUEUE"]["value"] == "team-user-queue"
+    assert env["PYPOD_RUN"]["value"] == "repo-main-260101-000000-abcd"
+
+
+def test_generate_name_mode_leaves_the_name_to_the_apiserver():
+    job = driver_job(spec(name="repo-main-", generate_name=True))
+    assert job["metadata"]["generateName"] == "repo-main-"
+    assert "name" not in job["metadata"]
+    # The run label would be the prefix, not the name: pods are found by the Job controller's label.
+    assert "pypod.dev/run" not in job["metadata"]["labels"]
+    assert "pypod.dev/run" not in job["spec"]["template"]["metadata"]["labels"]
+    env = {e["name"]: e for e in container(job)["env"]}
+    assert env["PYPOD_RUN"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['batch.kubernetes.io/job-name']"

@@ -41,3 +41,13 @@ def test_label_values_are_always_valid(text: str):
 @pytest.mark.parametrize("bad", ["Upper", "a_b", "-lead", "x" * 60, "trail-"])
 def test_invalid_run_ids_are_explained(bad: str):
     assert validate_run_name(bad)
+
+
+def test_generate_name_prefix_leaves_room_for_the_apiservers_five_characters():
+    from pypod.names import name_prefix
+
+    assert name_prefix("My_Repo", "feature/x") == "my-repo-feature-x-"
+    assert name_prefix("repo", "main", runid="train") == "train-"
+    long = name_prefix("r" * 40, "b" * 40)
+    assert long.endswith("-") and len(long) + 5 <= MAX_RUN_NAME
+    assert DNS_LABEL.match(long + "abcde")

@@ -94,3 +94,13 @@ def test_worker_end_reasons():
     evicted = worker_end(pod({"phase": "Failed", "reason": "Evicted", "message": "low on memory"}))
     assert (evicted.reason, evicted.message) == ("Evicted", "low on memory")
     assert worker_end(pod({"phase": "Running", "containerStatuses": [{"state": {"running": {}}}]})) is None
+
+
+def test_queued_workers_carry_the_queue_label_gpu_product_and_a_non_controller_owner():
+    owner = {"apiVersion": "v1", "kind": "Pod", "name": "drv", "uid": "u-1", "controller": True}
+    pod = spec(queue="team-user-queue", gpu=1, gpu_product="NVIDIA-A100-SXM4-80GB", owner=owner)
+    assert pod["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-user-queue"
+    assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    # A controller chain to the driver's Kueue-managed Job would make Kueue skip the worker.
+    assert pod["metadata"]["ownerReferences"] == [{"apiVersion": "v1", "kind": "Pod", "name": "drv", "uid": "u-1"}]
+    assert "kueue.x-k8s.io/queue-name" not in spec()["metadata"]["labels"]

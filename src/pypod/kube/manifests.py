@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..names import label_value
+from .gpus import GPU_PRODUCT_LABEL, GPU_RESOURCE
 from .podenv import identity_env, image_env, resource_env, thread_env
+from .queue import ENV_QUEUE, QUEUE_LABEL
 from .template import DEFAULT_TEMPLATE, render_template
 
 MANAGED_BY = "pypod"
@@ -22,14 +24,19 @@ ANNOTATION_BRANCH = "pypod.dev/branch-full"
 ANNOTATION_DIRTY = "pypod.dev/dirty"
 ANNOTATION_DETACH = "pypod.dev/detach"
 SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+# The Job controller's label on every pod of a Job (Kubernetes >= 1.27): how a run's pods are
+# found, also when the apiserver chose the Job's name (generateName).
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 DRIVER_CONTAINER = "driver"
+ENV_RUN = "PYPOD_RUN"
+SHM_VOLUME = "pypod-shm"
 
 
 @dataclass(frozen=True)
 class RunSpec:
     """Everything the driver Job is built from."""
 
-    name: str
+    name: str  # the Job's name; with generate_name, its prefix (ending in "-")
     image: str
     command: tuple[str, ...]
     mode: str  # "repl" or "job"
@@ -43,6 +50,10 @@ class RunSpec:
     cpu: str | None = None
     memory: str | None = None
     gpu: int = 0
+    gpu_product: str | None = None
+    queue: str | None = None
+    shm: str | None = None
+    generate_name: bool = False
     env: tuple[tuple[str, str], ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
     workdir: str | None = None
@@ -52,7 +63,10 @@ class RunSpec:
     extra_env: tuple[tuple[str, str], ...] = field(default=())  # pypod's own, set before the user's
 
     def selector_labels(self) -> dict[str, str]:
-        return {"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_RUN: self.name}
+        # A generated name is not known before the Job is created: its pods are found by
+        # JOB_NAME_LABEL instead.
+        run = {} if self.generate_name else {LABEL_RUN: self.name}
+        return {"app.kubernetes.io/managed-by": MANAGED_BY, **run}
 
 
 def run_labels(spec: RunSpec) -> dict[str, str]:
@@ -72,7 +86,7 @@ def run_labels(spec: RunSpec) -> dict[str, str]:
 def template_values(spec: RunSpec) -> dict[str, str]:
     return {
         "IMAGE_TAG": spec.image,
-        "RUNID": spec.name,
+        "RUNID": spec.name.rstrip("-"),
         "KUBERNETES_SERVICEACCOUNT": spec.service_account or "",
         "KUBERNETES_NAMESPACE": spec.namespace or "",
         "GIT_REPO": spec.repo,
@@ -90,14 +104,32 @@ def _resources(spec: RunSpec, existing: dict[str, Any]) -> dict[str, Any]:
             requests[key] = value
             limits[key] = value
     if spec.gpu:
-        limits["nvidia.com/gpu"] = str(spec.gpu)
-        requests["nvidia.com/gpu"] = str(spec.gpu)
+        limits[GPU_RESOURCE] = str(spec.gpu)
+        requests[GPU_RESOURCE] = str(spec.gpu)
     return {k: v for k, v in resources.items() if v}
 
 
 def _downward_env(resources: dict[str, Any]) -> list[dict[str, Any]]:
     pod_ip = {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
     return [*identity_env(), pod_ip, *resource_env(resources)]
+
+
+def _run_env(spec: RunSpec) -> list[dict[str, Any]]:
+    if spec.generate_name:
+        # The name is the apiserver's: the pod reads it from the Job controller's label.
+        run = {"valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{JOB_NAME_LABEL}']"}}}
+    else:
+        run = {"value": spec.name}
+    queue = [{"name": ENV_QUEUE, "value": spec.queue}] if spec.queue else []
+    return [{"name": ENV_RUN, **run}, *queue]
+
+
+def _add_shm(pod: dict[str, Any], driver: dict[str, Any], size: str) -> None:
+    """A memory-backed /dev/shm of `size` (Docker's 64 MiB default is too small for PyTorch loaders)."""
+    volumes = [v for v in pod.get("volumes") or [] if v.get("name") != SHM_VOLUME]
+    pod["volumes"] = [*volumes, {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": size}}]
+    mounts = [m for m in driver.get("volumeMounts") or [] if m.get("mountPath") != "/dev/shm"]
+    driver["volumeMounts"] = [*mounts, {"name": SHM_VOLUME, "mountPath": "/dev/shm"}]
 
 
 def _merge_env(existing: list[dict[str, Any]], additions: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -114,12 +146,19 @@ def apply_run_options(job: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
     job = copy.deepcopy(job)
     labels = run_labels(spec)
     metadata = job.setdefault("metadata", {})
-    metadata["name"] = spec.name
-    metadata.pop("generateName", None)
+    if spec.generate_name:
+        metadata.pop("name", None)
+        metadata["generateName"] = spec.name
+    else:
+        metadata["name"] = spec.name
+        metadata.pop("generateName", None)
     if spec.namespace:
         metadata["namespace"] = spec.namespace
     metadata.setdefault("labels", {})
     metadata["labels"] = {k: label_value(str(v)) for k, v in metadata["labels"].items() if v} | labels
+    if spec.queue:
+        # On the Job only: Kueue admits the Job, and its pods come with it.
+        metadata["labels"][QUEUE_LABEL] = spec.queue
     annotations = metadata.setdefault("annotations", {})
     annotations[ANNOTATION_BRANCH] = spec.branch
     annotations[ANNOTATION_DIRTY] = str(spec.dirty).lower()
@@ -133,6 +172,8 @@ def apply_run_options(job: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
     template_meta["labels"] = {**template_meta.get("labels", {}), **labels}
     pod = template.setdefault("spec", {})
     pod["restartPolicy"] = "Never"
+    if spec.gpu_product:
+        pod["nodeSelector"] = {**(pod.get("nodeSelector") or {}), GPU_PRODUCT_LABEL: spec.gpu_product}
     if spec.service_account:
         pod["serviceAccountName"] = spec.service_account
     elif not pod.get("serviceAccountName"):
@@ -148,12 +189,15 @@ def apply_run_options(job: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
     resources = _resources(spec, driver.get("resources", {}))
     if resources:
         driver["resources"] = resources
+    if spec.shm:
+        _add_shm(pod, driver, spec.shm)
     existing = driver.get("env") or []
     taken = {e["name"] for e in existing} | {k for k, _ in spec.env}
     cpu_limit = (resources.get("limits") or {}).get("cpu")
     env_additions = [
         *_downward_env(resources),
         *image_env(spec.image),
+        *_run_env(spec),
         *thread_env(spec.threads, cpu_limit, taken),
         *({"name": k, "value": v} for k, v in (*spec.extra_env, *spec.env)),
     ]

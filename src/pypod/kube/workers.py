@@ -9,7 +9,9 @@ from typing import Any
 
 from ..names import label_value, shorten
 from ..quantity import parse_quantity
+from .gpus import GPU_PRODUCT_LABEL, GPU_RESOURCE
 from .podenv import identity_env, image_env, resource_env, thread_count, thread_env
+from .queue import QUEUE_LABEL
 
 LABEL_CLUSTER = "pypod.dev/cluster"
 LABEL_DRIVER = "pypod.dev/driver"
@@ -19,8 +21,6 @@ COMPONENT = "dask-worker"
 DEFAULT_GROUP = "default"
 # On the driver pod: the port of the Dask dashboard a K8sCluster in it serves (`pypod dashboard`).
 ANNOTATION_DASHBOARD = "pypod.dev/dashboard-port"
-# The node label NVIDIA's GPU feature discovery sets; Kueue's flavours and EIDF select on it too.
-GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 
 
 def worker_threads(cpu: str | float) -> int:
@@ -43,6 +43,8 @@ def worker_pod_spec(
     cpu: str | float = 1,
     memory: str = "2Gi",
     gpu: int = 0,
+    gpu_product: str | None = None,
+    queue: str | None = None,
     name: str | None = None,
     service_account: str | None = None,
     env: dict[str, str] | None = None,
@@ -58,16 +60,18 @@ def worker_pod_spec(
 
     requests = limits for cpu and memory (so the kernel enforces what Dask is told);
     `gpu` adds nvidia.com/gpu and the Dask resource GPU=N (so tasks submitted with
-    resources={"GPU": 1} land there); `owner` (the driver pod) makes Kubernetes delete
-    the worker with it; `group` is the worker group's label. Without `name`, the pod is
-    named by generateName. `threads` sets OMP_NUM_THREADS and the other thread-pool
+    resources={"GPU": 1} land there), and `gpu_product` the nvidia.com/gpu.product node
+    selector; `queue` labels the pod for Kueue's pod integration, so the worker waits for
+    and counts against that LocalQueue's quota; `owner` (the driver pod) makes Kubernetes
+    delete the worker with it; `group` is the worker group's label. Without `name`, the
+    pod is named by generateName. `threads` sets OMP_NUM_THREADS and the other thread-pool
     variables: "auto" (from `cpu`), "off", or a count; variables given in `env` are left
     as given.
     """
     cpu_text = str(cpu)
     limits: dict[str, str] = {"cpu": cpu_text, "memory": memory}
     if gpu:
-        limits["nvidia.com/gpu"] = str(gpu)
+        limits[GPU_RESOURCE] = str(gpu)
     worker_name = name or "$(POD_NAME)"
     metadata: dict[str, Any] = {
         "namespace": namespace,
@@ -78,6 +82,7 @@ def worker_pod_spec(
             LABEL_DRIVER: label_value(driver),
             LABEL_GROUP: label_value(group),
             **({LABEL_WORKER: label_value(name)} if name else {}),
+            **({QUEUE_LABEL: queue} if queue else {}),
             **(labels or {}),
         },
     }
@@ -86,7 +91,10 @@ def worker_pod_spec(
     else:
         metadata["generateName"] = shorten(f"{driver}-worker", 57) + "-"
     if owner:
-        metadata["ownerReferences"] = [owner]
+        # Not a controller reference: Kueue's pod integration leaves alone a pod whose
+        # controller chain leads to a Job it manages (the driver's), and the worker would
+        # escape the quota. Garbage collection needs no controller flag.
+        metadata["ownerReferences"] = [{k: v for k, v in owner.items() if k != "controller"}]
     container: dict[str, Any] = {
         "name": "worker",
         "image": image,
@@ -121,8 +129,9 @@ def worker_pod_spec(
     spec: dict[str, Any] = {"restartPolicy": "Never", "terminationGracePeriodSeconds": 5, "containers": [container]}
     if service_account:
         spec["serviceAccountName"] = service_account
-    if node_selector:
-        spec["nodeSelector"] = dict(node_selector)
+    selector = {**(node_selector or {}), **({GPU_PRODUCT_LABEL: gpu_product} if gpu_product else {})}
+    if selector:
+        spec["nodeSelector"] = selector
     if tolerations:
         spec["tolerations"] = list(tolerations)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
