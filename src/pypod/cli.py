@@ -62,6 +62,13 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--threads",
             help="OMP_NUM_THREADS, MKL_NUM_THREADS, ... in the pod: auto (from --cpu, the default), N, or off.",
         ),
+        click.option("--gpu-product", help="Node label nvidia.com/gpu.product to run on, e.g. NVIDIA-A100-SXM4-80GB."),
+        click.option("--queue", help="Kueue LocalQueue to wait in; {namespace} stands for the namespace."),
+        click.option("--shm", help="Size of a memory-backed /dev/shm, e.g. 8Gi (counts as the pod's memory)."),
+        click.option(
+            "--generate-name", is_flag=True, default=None, help="Let the apiserver name the Job (generateName)."
+        ),
+        click.option("--profile", help="Settings profile ([tool.pypod.profiles.NAME] or the user config)."),
         click.option("--env", "-e", "env", multiple=True, help="KEY=VALUE for the driver (repeatable)."),
         click.option("--label", "-l", "labels", multiple=True, help="KEY=VALUE label on the Job (repeatable)."),
         click.option("--python", help="Interpreter command (default: ipython if the image has it, else python)."),
@@ -95,6 +102,7 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _settings(flags: dict[str, Any]):  # type: ignore[no-untyped-def]
+    from .profiles import read_user_profiles, shown_path, user_config_path
     from .project import load_project
     from .settings import parse_pairs, read_pyproject, resolve
 
@@ -103,7 +111,8 @@ def _settings(flags: dict[str, Any]):  # type: ignore[no-untyped-def]
     flags["env"] = tuple(parse_pairs(flags.get("env") or (), "env"))
     flags["labels"] = tuple(parse_pairs(flags.get("labels") or (), "label"))
     flags["build_args"] = tuple(parse_pairs(flags.get("build_args") or (), "build-arg"))
-    settings = resolve(flags, os.environ, read_pyproject(project.root))
+    user_config = shown_path(user_config_path(os.environ), os.environ)
+    settings = resolve(flags, os.environ, read_pyproject(project.root), read_user_profiles(os.environ), user_config)
     return settings, project
 
 
@@ -178,34 +187,44 @@ def jupyter(**flags: Any) -> None:
     sys.exit(_start(request, flags))
 
 
-def _connect(namespace: str | None, context: str | None, kubeconfig: str | None):  # type: ignore[no-untyped-def]
+def _connect(target: dict[str, Any]):  # type: ignore[no-untyped-def]
     from .run.driver import Driver
     from .run.output import Output
 
-    settings, _project = _settings({"namespace": namespace, "context": context, "kubeconfig": kubeconfig})
+    settings, _project = _settings(target)
     return Driver(settings, Output())
 
 
 def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed(
-        [
-            click.option("--namespace", "-n", help="Namespace."),
-            click.option("--context", help="kubeconfig context."),
-            click.option("--kubeconfig", help="kubeconfig file."),
-        ]
-    ):
-        func = option(func)
-    return func
+    """Where the runs are: gathered into one `target` dict for _connect."""
+    options = [
+        click.option("--namespace", "-n", help="Namespace."),
+        click.option("--context", help="kubeconfig context."),
+        click.option("--kubeconfig", help="kubeconfig file."),
+        click.option("--profile", help="Settings profile (its namespace and context apply)."),
+    ]
+    names = ("namespace", "context", "kubeconfig", "profile")
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs["target"] = {name: kwargs.pop(name) for name in names}
+        return func(*args, **kwargs)
+
+    import functools
+
+    wrapped = functools.update_wrapper(wrapper, func)
+    for option in reversed(options):
+        wrapped = option(wrapped)
+    return wrapped
 
 
 @main_group.command()
 @click.argument("run_name")
 @target_options
-def attach(run_name: str, namespace: str | None, context: str | None, kubeconfig: str | None) -> None:
+def attach(run_name: str, target: dict[str, Any]) -> None:
     """Reconnect to the live REPL of RUN."""
     from .run.manage import attach_run
 
-    sys.exit(attach_run(_connect(namespace, context, kubeconfig), run_name))
+    sys.exit(attach_run(_connect(target), run_name))
 
 
 @main_group.command()
@@ -219,14 +238,12 @@ def sync(
     sync_exclude: tuple[str, ...],
     sync_initial: str | None,
     remote: str | None,
-    namespace: str | None,
-    context: str | None,
-    kubeconfig: str | None,
+    target: dict[str, Any],
 ) -> None:
     """Sync this project folder with RUN's pod, live, until Ctrl-C."""
     from .run.livesync import sync_run
 
-    flags = {"namespace": namespace, "context": context, "kubeconfig": kubeconfig}
+    flags = dict(target)
     flags |= {"sync_exclude": sync_exclude, "sync_initial": sync_initial, "workdir": remote}
     settings, project = _settings(flags)
     sys.exit(sync_run(settings, project, run_name))
@@ -235,22 +252,22 @@ def sync(
 @main_group.command()
 @click.option("--all-users", is_flag=True, help="Show everyone's runs, not only yours.")
 @target_options
-def ps(all_users: bool, namespace: str | None, context: str | None, kubeconfig: str | None) -> None:
+def ps(all_users: bool, target: dict[str, Any]) -> None:
     """List runs: status, age, node, image."""
     from .run.manage import list_runs
 
-    sys.exit(list_runs(_connect(namespace, context, kubeconfig), all_users))
+    sys.exit(list_runs(_connect(target), all_users))
 
 
 @main_group.command()
 @click.argument("run_name")
 @click.option("--follow", "-f", is_flag=True, help="Follow the log.")
 @target_options
-def logs(run_name: str, follow: bool, namespace: str | None, context: str | None, kubeconfig: str | None) -> None:
+def logs(run_name: str, follow: bool, target: dict[str, Any]) -> None:
     """Print the driver's log of RUN."""
     from .run.manage import show_logs
 
-    sys.exit(show_logs(_connect(namespace, context, kubeconfig), run_name, follow))
+    sys.exit(show_logs(_connect(target), run_name, follow))
 
 
 @main_group.command()
@@ -270,13 +287,11 @@ def dashboard(
 @click.argument("run_names", nargs=-1)
 @click.option("--all", "everything", is_flag=True, help="Remove all of your runs.")
 @target_options
-def rm(
-    run_names: tuple[str, ...], everything: bool, namespace: str | None, context: str | None, kubeconfig: str | None
-) -> None:
+def rm(run_names: tuple[str, ...], everything: bool, target: dict[str, Any]) -> None:
     """Delete runs (their Jobs and pods)."""
     from .run.manage import remove_runs
 
-    sys.exit(remove_runs(_connect(namespace, context, kubeconfig), run_names, everything))
+    sys.exit(remove_runs(_connect(target), run_names, everything))
 
 
 @main_group.command("git-secret")
@@ -416,13 +431,20 @@ def rbac(namespace: str, user: str | None, service_account: str) -> None:
 @click.option("--dockerfile", help="Build dependencies from this Dockerfile.")
 @click.option("--platform", help="os/arch to build for (default linux/amd64).")
 @click.option("--no-dev", is_flag=True, default=None, help="Leave development dependencies out.")
-def plan(base_image: str | None, dockerfile: str | None, platform: str | None, no_dev: bool | None) -> None:
-    """Show the environment spec found, and the dependency build it gives."""
+@click.option("--profile", help="Settings profile to show.")
+def plan(
+    base_image: str | None, dockerfile: str | None, platform: str | None, no_dev: bool | None, profile: str | None
+) -> None:
+    """Show the settings and where each came from, the environment spec found, and its build."""
     from .image.detect import detect
     from .image.dockerfile import SUPPORTED, render
+    from .settings import describe_origins
 
     flags = {"base_image": base_image, "dockerfile": dockerfile, "platform": platform, "no_dev": no_dev}
-    settings, project = _settings(flags)
+    settings, project = _settings(flags | {"profile": profile})
+    click.echo("settings:" + ("" if settings.origins or settings.profile else "     all of them pypod's defaults"))
+    for line in describe_origins(settings):
+        click.echo(f"  {line}")
     spec = detect(project.root, settings.dockerfile)
     click.echo(f"project:      {project.root}")
     click.echo(f"environment:  {spec.kind}: {spec.reason}")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import itertools
 import logging
 import os
@@ -67,6 +68,7 @@ from .kube.groups import (
     workers_for,
 )
 from .kube.podenv import parse_threads
+from .kube.queue import ENV_QUEUE
 from .kube.replacement import (
     ReplacePolicy,
     decide_replacement,
@@ -208,6 +210,7 @@ class _PodManager:
         self.running: set[str] = set()
         self.ended: dict[str, WorkerEnd] = {}
         self.deleting: set[str] = set()  # retired or given up by us: their end is by design
+        self.timing_out: set[str] = set()  # queued workers past pending_timeout, their Workload being read
         self.gone: set[str] = set()  # pods whose container has exited, or that are deleted
         self._changed = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
@@ -250,6 +253,7 @@ class _PodManager:
             owner=c.owner,
             death_timeout=c.death_timeout,
             threads=c.threads,
+            queue=c.queue,
         )
         if c.git_driver is not None:
             # A --git driver's code: the same initContainer fetches the same commit.
@@ -383,12 +387,38 @@ class _PodManager:
         for name, created in list(self.created_at.items()):
             if name in self.running or name in self.ended or name in self.deleting:
                 continue
-            if now - created > self.cluster.pending_timeout:
+            if now - created > self.cluster.pending_timeout and name not in self.timing_out:
                 pod = self.pods.get(name)
-                line = explain(None, pod).line if pod else "the pod was never seen"
+                report = explain(None, pod) if pod else None
+                line = report.line if report else "the pod was never seen"
                 phase = ((pod or {}).get("status") or {}).get("phase", "unknown")
                 message = f"still {phase} after {self.cluster.pending_timeout:g}s: {line}"
-                self._end(WorkerEnd(name, name, "PendingTimeout", message, group=end_group(pod or {})))
+                end = WorkerEnd(name, name, "PendingTimeout", message, group=end_group(pod or {}))
+                if report is not None and report.state == "queued":
+                    # Waiting for Kueue: its Workload says why; one request, off this loop.
+                    self.timing_out.add(name)
+                    self.tasks.append(asyncio.create_task(self._end_queued(end, pod or {})))
+                else:
+                    self._end(end)
+
+    async def _end_queued(self, end: WorkerEnd, pod: dict[str, Any]) -> None:
+        why = await self._kueue_message(pod)
+        self._end(dataclasses.replace(end, message=f"{end.message}: {why}") if why else end)
+
+    async def _kueue_message(self, pod: dict[str, Any]) -> str:
+        """What the Workload of a worker waiting for Kueue says; "" when it cannot be read."""
+        from .kube.queue import JOB_UID_LABEL, VERSIONS, explain_workload, workload_resource
+
+        for version in VERSIONS:
+            try:
+                labels = {JOB_UID_LABEL: pod["metadata"]["uid"]}
+                resource = workload_resource(version)
+                async for workload in self.client.list(resource, namespace=self.cluster.namespace, labels=labels):
+                    return explain_workload(workload.to_dict()).message
+                return ""
+            except Exception:  # another version, or no rights to read Workloads: the line stays as it is
+                continue
+        return ""
 
     def _end(self, end: WorkerEnd) -> None:
         """Report a worker's end, and let the cluster replace it or let it go."""
@@ -531,6 +561,15 @@ class DefaultGroupAdaptive(Adaptive):
         self.cluster._scale_group(DEFAULT_GROUP, n, explicit=False)
 
 
+def _check_local_queue(namespace: str, queue: str) -> None:
+    """A worker queue that does not exist fails here, listing those that do (403: go on)."""
+    from lightkube import Client
+
+    from .kube.queue import find_local_queue
+
+    find_local_queue(Client(namespace=namespace), namespace, queue)
+
+
 class K8sCluster(SpecCluster):
     """A Dask cluster whose workers are pods beside the driver pod.
 
@@ -550,6 +589,11 @@ class K8sCluster(SpecCluster):
     group have ended within ``failure_window`` seconds; then the cluster warns and
     stops replacing them. With ``replace=False``, or past the limit, tasks that no
     worker is left to run fail with WorkerPodsEnded instead of waiting forever.
+
+    ``queue`` is a Kueue LocalQueue: workers are admitted through it (Kueue's pod
+    integration) and count against its quota. It defaults to the driver's own queue
+    (``pypod --queue``); ``queue=""`` opts out. ``gpu_product`` selects nodes by their
+    ``nvidia.com/gpu.product`` label.
     """
 
     def __init__(
@@ -560,6 +604,7 @@ class K8sCluster(SpecCluster):
         memory: str = "2Gi",
         gpu: int = 0,
         gpu_product: str | None = None,
+        queue: str | None = None,
         image: str | None = None,
         namespace: str | None = None,
         service_account: str | None = None,
@@ -602,6 +647,7 @@ class K8sCluster(SpecCluster):
             )
         }
         self.pending_timeout, self.death_timeout, self.stream_logs = pending_timeout, death_timeout, stream_logs
+        self.queue = os.environ.get(ENV_QUEUE) if queue is None else queue
         self.threads = parse_threads(threads)
         self.replace_policy = ReplacePolicy(max_failures, failure_window) if replace else None
         self._events: list[WorkerEnd] = []
@@ -651,6 +697,8 @@ class K8sCluster(SpecCluster):
             if namespace != meta["namespace"]:
                 self.owner = None  # ownerReferences cannot cross namespaces
         self.image, self.namespace, self.service_account = image, namespace, service_account
+        if self.queue:
+            _check_local_queue(namespace, self.queue)  # type: ignore[arg-type]
         self.cluster_id = f"{self.driver_name[:40]}-{secrets.token_hex(3)}"
         # Workers are told the address before the scheduler binds it, so 0 means "a free port, chosen now".
         scheduler_port = scheduler_port or free_port("0.0.0.0")

@@ -102,3 +102,9 @@ class UnsafePath(PypodError):
     """A path from the other side of a sync would land outside the sync root."""
 
     exit_code = 77
+
+
+class Rejected(PypodError):
+    """An admission webhook of the cluster (e.g. Kueue's) refused what pypod created."""
+
+    exit_code = 78

@@ -7,12 +7,16 @@ from typing import Any
 # What `pypod` does in a namespace: run Jobs, watch their pods and events, read logs,
 # exec (REPL attach, sync) and port-forward. Worker pods need create/delete on pods; a
 # K8sCluster patches its driver pod's annotations with the dashboard's port.
+# Queued runs read Kueue's LocalQueues and Workloads, and their positions from the
+# visibility API; without those rights they still run, with less said while waiting.
 RULES: list[dict[str, Any]] = [
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "delete"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "get", "list", "watch", "delete", "patch"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["pods/exec", "pods/portforward"], "verbs": ["create", "get"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["kueue.x-k8s.io"], "resources": ["localqueues", "workloads"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["visibility.kueue.x-k8s.io"], "resources": ["localqueues/pendingworkloads"], "verbs": ["get"]},
 ]
 
 

@@ -51,7 +51,7 @@ def test_suspended_job_shows_kueue_admission_message():
     }
     report = explain(job, None, [], workload)
     assert report.state == "queued"
-    assert report.line == "waiting for admission in queue gpu: couldn't assign flavors: insufficient quota"
+    assert report.line == "waiting in queue gpu: couldn't assign flavors: insufficient quota"
     assert explain({"spec": {"suspend": True}}, None).line == "waiting for admission: the Job is suspended"
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import AlreadyExists, ClusterUnreachable, Forbidden, KubeconfigError, NotFound, PypodError
+from ..errors import AlreadyExists, ClusterUnreachable, Forbidden, KubeconfigError, NotFound, PypodError, Rejected
 from .kubeconfig import (
     ClusterSpec,
     Selection,
@@ -57,6 +57,14 @@ def load_selection(kubeconfig: str | None, context: str | None, environ: Mapping
         hint="point KUBECONFIG at your cluster's config, or start a local one: "
         "`python -m harness up` then `eval $(python -m harness env)`",
     )
+
+
+def configured_namespace(kubeconfig: str | None, context: str | None) -> str | None:
+    """The context's namespace from the kubeconfig, without contacting the cluster; None if unknown."""
+    try:
+        return load_selection(kubeconfig, context).namespace
+    except PypodError:  # a dry run does not need a working kubeconfig
+        return None
 
 
 def in_cluster_selection(environ: Mapping[str, str]) -> Selection:
@@ -177,6 +185,12 @@ def translate_api_error(exc: Exception, verb: str, resource: str, namespace: str
     code = getattr(status, "code", None)
     message = getattr(status, "message", "") or str(exc)
     what = f"{resource}/{name}" if name else resource
+    if "admission webhook" in message and "denied the request" in message:
+        # A webhook (Kueue's, a policy engine's) said no: its own words are the news, not RBAC.
+        return Rejected(
+            f"the cluster refused to {verb} {what}: {message}",
+            hint="change what the webhook names (flags, --template or the profile) and run again",
+        )
     if code == 403:
         return Forbidden(
             f"not allowed to {verb} {resource} in namespace {namespace!r}: {message}",

@@ -136,9 +136,11 @@ def group_pod(
     owner: dict[str, Any] | None,
     death_timeout: int,
     threads: str | int = "auto",
+    queue: str | None = None,
 ) -> dict[str, Any]:
     """The pod of one worker of `group` (`image` is the driver's, used when the group has none),
-    before its `configures` (configure_pod)."""
+    before its `configures` (configure_pod). `queue`: the Kueue LocalQueue the cluster's workers
+    are admitted through."""
     return worker_pod_spec(
         image=group.image or image,
         scheduler_address=scheduler_address,
@@ -158,6 +160,7 @@ def group_pod(
         death_timeout=death_timeout,
         threads=threads,
         group=group.name,
+        queue=queue,
     )
 
 

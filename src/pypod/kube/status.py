@@ -4,8 +4,12 @@ objects and events. Pure: no cluster here, so every case has a unit test.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
+
+from ..errors import PendingTimeout
+from .queue import ADMISSION_GATE, QUEUE_LABEL, QueueProgress, WorkloadView, explain_workload, queue_line
 
 # Container waiting reasons that will not resolve by waiting longer.
 FATAL_WAITING = {
@@ -22,7 +26,11 @@ FATAL_WAITING = {
 
 @dataclass(frozen=True)
 class PodReport:
-    """`state` is one of: queued, pending, starting, running, succeeded, failed."""
+    """`state` is one of: queued, pending, starting, running, succeeded, failed.
+
+    `queue` names the Kueue LocalQueue of a queued run, and `workload` is what its Workload
+    says, from the Job's creation until its pod runs.
+    """
 
     state: str
     line: str
@@ -31,6 +39,8 @@ class PodReport:
     node: str = ""
     exit_code: int | None = None
     details: tuple[str, ...] = ()  # e.g. the tail of a failed initContainer's log
+    queue: str = ""
+    workload: WorkloadView | None = None
 
 
 def _conditions(obj: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -45,17 +55,6 @@ def _latest_event(events: list[dict[str, Any]], reasons: set[str]) -> dict[str, 
     matching = [e for e in events if e.get("reason") in reasons]
     matching.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
     return matching[-1] if matching else None
-
-
-def explain_workload(workload: dict[str, Any] | None) -> str:
-    """Kueue's view of a suspended Job: its Workload's most telling condition."""
-    if not workload:
-        return ""
-    for kind in ("Admitted", "QuotaReserved", "Pending"):
-        cond = _condition(workload, kind)
-        if cond and cond.get("message"):
-            return cond["message"]
-    return ""
 
 
 def _init_secret(pod: dict[str, Any], name: str) -> str | None:
@@ -108,14 +107,24 @@ def explain(
     pod: dict[str, Any] | None,
     events: list[dict[str, Any]] | None = None,
     workload: dict[str, Any] | None = None,
+    progress: QueueProgress | None = None,
 ) -> PodReport:
+    """One line for a run: its Job, its pod, their events, and (queued) its Workload and place in line."""
     events = events or []
     job_spec = (job or {}).get("spec") or {}
+    queue = (((job or {}).get("metadata") or {}).get("labels") or {}).get(QUEUE_LABEL, "")
+    view = explain_workload(workload) if workload else None
     if job_spec.get("suspend"):
-        queue = ((job or {}).get("metadata") or {}).get("labels", {}).get("kueue.x-k8s.io/queue-name")
-        why = explain_workload(workload) or "the Job is suspended"
-        where = f" in queue {queue}" if queue else ""
-        return PodReport("queued", f"waiting for admission{where}: {why}")
+        if not queue:
+            return PodReport("queued", "waiting for admission: the Job is suspended")
+        return PodReport("queued", queue_line(queue, view, progress), queue=queue, workload=view)
+    report = _explain_pod(job, pod, events)
+    if queue:
+        report = dataclasses.replace(report, queue=queue, workload=view)
+    return report
+
+
+def _explain_pod(job: dict[str, Any] | None, pod: dict[str, Any] | None, events: list[dict[str, Any]]) -> PodReport:
     failed = _condition(job, "Failed")
     if pod is None:
         if failed and failed.get("status") == "True":
@@ -148,6 +157,12 @@ def explain(
         message = waiting.get("message") or reason
         return PodReport("failed", f"{reason}: {message}", fatal=True, hint=FATAL_WAITING[reason], node=node)
 
+    gates = [g.get("name") for g in (pod.get("spec") or {}).get("schedulingGates") or []]
+    if ADMISSION_GATE in gates:
+        # A bare pod (a Dask worker) queued through Kueue's pod integration.
+        queue = ((pod.get("metadata") or {}).get("labels") or {}).get(QUEUE_LABEL, "")
+        where = f" in queue {queue}" if queue else ""
+        return PodReport("queued", f"waiting for Kueue to admit it{where}", queue=queue)
     scheduled = _condition(pod, "PodScheduled")
     if scheduled and scheduled.get("status") == "False":
         message = scheduled.get("message") or scheduled.get("reason") or "not scheduled yet"
@@ -161,3 +176,22 @@ def explain(
     if reason:
         return PodReport("starting", f"{reason} on {node}", node=node)
     return PodReport("starting", f"starting on {node}", node=node)
+
+
+def pending_timeout_error(report: PodReport, timeout: float) -> PendingTimeout:
+    """--pending-timeout ran out: say whether the run waited for quota (Kueue) or for a node."""
+    if report.state == "queued" and report.queue:
+        return PendingTimeout(
+            f"the driver was still waiting for quota after {timeout:.0f}s: {report.line}",
+            hint="Kueue has not admitted it: the queue's quota is in use or smaller than the request; "
+            "wait longer (--pending-timeout), ask for less (--cpu/--memory/--gpu) or pick another --queue",
+        )
+    if report.queue and report.state == "pending":
+        return PendingTimeout(
+            f"the driver was admitted by Kueue but not placed on a node after {timeout:.0f}s: {report.line}",
+            hint="the quota is there but no node fits the pod; lower --cpu/--memory/--gpu or check --gpu-product",
+        )
+    return PendingTimeout(
+        f"the driver was not running after {timeout:.0f}s: {report.line}",
+        hint="raise --pending-timeout, lower --cpu/--memory/--gpu, or pick another queue or namespace",
+    )

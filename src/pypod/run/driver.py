@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import agent
 from ..errors import AlreadyExists, Forbidden, NotFound, PypodError, StreamError
-from ..kube.manifests import DRIVER_CONTAINER, LABEL_RUN
+from ..kube.manifests import DRIVER_CONTAINER, JOB_NAME_LABEL
 from ..settings import Settings
 from . import history
 from .forward import PortForward
@@ -21,6 +21,8 @@ from .output import Output
 
 if TYPE_CHECKING:
     from ..kube.kubectl import Kubectl
+    from ..kube.queue import LocalQueueInfo, QueueTarget
+    from ..kube.status import PodReport
 
 # Exit code when the stream to a live REPL is lost for good: the run goes on; reattach.
 LOST_CONNECTION = StreamError.exit_code
@@ -68,12 +70,43 @@ class Driver:
         with api_errors(verb, resource, self.namespace, self.target.server, name):
             yield
 
-    def create_job(self, job: dict[str, Any]) -> None:
+    def create_job(self, job: dict[str, Any]) -> tuple[str, str]:
+        """Create the Job; its name (the apiserver's, with generateName) and uid."""
         from lightkube import codecs
 
         job.setdefault("metadata", {})["namespace"] = self.namespace
-        with self.api("create", "jobs", job["metadata"]["name"]):
-            self.client.create(codecs.from_dict(job), namespace=self.namespace)
+        with self.api("create", "jobs", job["metadata"].get("name", "")):
+            created = self.client.create(codecs.from_dict(job), namespace=self.namespace)
+        return created.metadata.name, created.metadata.uid
+
+    def check_queue(self, queue: str) -> LocalQueueInfo | None:
+        """Fail at once when the LocalQueue is missing; None when there is no queue or it cannot be read."""
+        from ..kube.queue import find_local_queue
+
+        if not queue:
+            return None
+        with self.api("list", "localqueues.kueue.x-k8s.io"):
+            return find_local_queue(self.client, self.namespace, queue)
+
+    def queue_target(self, info: LocalQueueInfo | None, queue: str, job_uid: str) -> QueueTarget | None:
+        from ..kube.queue import QueueTarget
+
+        if not queue:
+            return None
+        if info is None:
+            return QueueTarget(queue, job_uid)
+        return QueueTarget(queue, job_uid, info.version, info.cluster_queue)
+
+    def check_gpus(self, gpu: int, product: str | None) -> None:
+        """Fail at once when no node offers `gpu` GPUs of `product`; go on when nodes are unreadable."""
+        from ..kube.gpus import check_gpu_request, read_gpu_offer
+
+        if not gpu and not product:
+            return
+        with self.api("list", "nodes"):
+            offer = read_gpu_offer(self.client)
+        if offer is not None:
+            check_gpu_request(offer, gpu, product)
 
     def store_secret(self, manifest: dict[str, Any], replace: bool = False) -> bool:
         """Create the Secret (or with `replace`, replace one of that name); True if replaced.
@@ -120,18 +153,25 @@ class Driver:
         with contextlib.suppress(NotFound), self.api("delete", "jobs", name):
             self.client.delete(Job, name, namespace=self.namespace, cascade=CascadeType.BACKGROUND)
 
-    def wait_running(self, name: str, accept_terminated: bool) -> tuple[Any, Any]:
+    def wait_running(
+        self, name: str, accept_terminated: bool, queue_target: QueueTarget | None = None
+    ) -> tuple[Any, Any]:
         """Watch until the pod runs; on failure delete the Job and show its last events."""
         from ..kube.watch import RunWatcher, wait_until_running
 
-        watcher = RunWatcher(self.client, self.namespace, name).start()
+        watcher = RunWatcher(self.client, self.namespace, name, queue_target).start()
+        started = time.monotonic()
+        shown: set[str] = set()
+
+        def show(report: PodReport, elapsed: float) -> None:
+            self.out.status(f"[{elapsed:4.0f}s] {name}: {report.line}")
+            self._note_admission(name, report, elapsed, shown)
+
         try:
             report = wait_until_running(
-                watcher,
-                self.settings.pending_timeout,
-                lambda r, elapsed: self.out.status(f"[{elapsed:4.0f}s] {name}: {r.line}"),
-                accept_terminated=accept_terminated,
+                watcher, self.settings.pending_timeout, show, accept_terminated=accept_terminated
             )
+            self._note_admission(name, report, time.monotonic() - started, shown)
         except PypodError:
             self.out.done()
             for line in watcher.snapshot().details:
@@ -143,6 +183,21 @@ class Driver:
             raise
         self.out.done()
         return watcher, report
+
+    def _note_admission(self, name: str, report: PodReport, elapsed: float, shown: set[str]) -> None:
+        """Kueue's turns, each once as a lasting line (the live line is gone off a terminal)."""
+        view = report.workload
+        if view is None or view.phase in shown:
+            return
+        if view.phase == "admitted":
+            cq = f" into ClusterQueue {view.cluster_queue}" if view.cluster_queue else ""
+            waited = f" after {elapsed:.0f}s" if "pending" in shown else ""
+            self.out.info(f"{name}: admitted by Kueue{cq}{waited}")
+        elif view.phase in ("pending", "evicted", "reserved") and view.message:
+            self.out.info(f"{name}: {report.line}")
+        else:
+            return
+        shown.add(view.phase)
 
     def pod_name(self, watcher: Any) -> str:
         return watcher.state.pod["metadata"]["name"]
@@ -200,7 +255,7 @@ def run_pods(driver: Driver, name: str) -> list[Any]:
     from lightkube.resources.core_v1 import Pod
 
     with driver.api("list", "pods"):
-        return list(driver.client.list(Pod, namespace=driver.namespace, labels={LABEL_RUN: name}))
+        return list(driver.client.list(Pod, namespace=driver.namespace, labels={JOB_NAME_LABEL: name}))
 
 
 def driver_pod(driver: Driver, name: str) -> Any:

@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NotFound
-from ..kube.manifests import ANNOTATION_DIRTY, DRIVER_CONTAINER, LABEL_COMMIT, LABEL_RUN, LABEL_USER, SELECTOR
+from ..kube.manifests import (
+    ANNOTATION_DIRTY,
+    DRIVER_CONTAINER,
+    JOB_NAME_LABEL,
+    LABEL_COMMIT,
+    LABEL_USER,
+    SELECTOR,
+)
 from ..names import label_value
 from .driver import LOST_CONNECTION, Driver, driver_pod, history_path, local_user
 
@@ -54,13 +61,15 @@ def list_runs(session: Driver, all_users: bool) -> int:
         from lightkube.resources.core_v1 import Pod
 
         pods = {
-            p.metadata.labels.get(LABEL_RUN): p
+            p.metadata.labels.get(JOB_NAME_LABEL): p
             for p in session.client.list(Pod, namespace=session.namespace, labels=_selector(all_users))
         }
+    queues = queue_cells(session, [j.to_dict() for j in jobs])
     table = Table(box=None, pad_edge=False)
     from .livesync import sync_column
 
-    for column in ("RUN", "MODE", "COMMIT", "STATUS", "AGE", "NODE", "SYNC", "IMAGE"):
+    columns = ("RUN", "MODE", "COMMIT", "STATUS", "AGE", "NODE", *(("QUEUE",) if queues else ()), "SYNC", "IMAGE")
+    for column in columns:
         table.add_column(column)
     from ..kube.status import explain
 
@@ -76,6 +85,7 @@ def list_runs(session: Driver, all_users: bool) -> int:
             report.state if report.state != "pending" else f"pending: {report.line}",
             _age(job.metadata.creationTimestamp),
             report.node or "-",
+            *((queues.get(name, "-"),) if queues else ()),
             sync_column(session.namespace, name),
             image,
         )
@@ -85,6 +95,48 @@ def list_runs(session: Driver, all_users: bool) -> int:
     else:
         console.print(table)
     return 0
+
+
+def queue_cells(session: Driver, jobs: list[dict[str, Any]]) -> dict[str, str]:
+    """QUEUE for each queued run: `<queue>: admitted`, or `<queue>: waiting #N` while it waits.
+
+    One list of Workloads, and one visibility query per queue that has runs waiting; when
+    those are refused, the runs still show admitted or waiting, without a position.
+    """
+    from lightkube.core.exceptions import ApiError
+
+    from ..kube.queue import (
+        PositionsUnavailable,
+        explain_workload,
+        job_queue,
+        list_workloads,
+        position_in,
+        queue_column,
+        read_pending,
+    )
+
+    queued = [j for j in jobs if job_queue(j)]
+    if not queued:
+        return {}
+    with session.api("list", "workloads.kueue.x-k8s.io"):
+        workloads = list_workloads(session.client, session.namespace) or {}
+    summaries: dict[str, dict[str, Any] | None] = {}
+    cells = {}
+    for job in queued:
+        queue = job_queue(job)
+        workload = workloads.get(job["metadata"]["uid"])
+        view = explain_workload(workload) if workload else None
+        position = None
+        if view is not None and view.phase in ("pending", "evicted"):
+            if queue not in summaries:
+                try:
+                    summaries[queue] = read_pending(session.client, session.namespace, queue)[0]
+                except (PositionsUnavailable, ApiError):  # no position then; the rest of ps stands
+                    summaries[queue] = None
+            summary = summaries[queue]
+            position = position_in(summary, view.name) if summary else None
+        cells[job["metadata"]["name"]] = f"{queue}: {queue_column(view, position)}"
+    return cells
 
 
 def show_logs(session: Driver, name: str, follow: bool) -> int:

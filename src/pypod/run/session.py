@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 from .. import agent
 from ..errors import NotFound, PypodError, UsageError
 from ..kube.manifests import DRIVER_CONTAINER, RunSpec, driver_job, job_command
-from ..names import run_name, validate_run_name
+from ..kube.queue import QueueTarget, expand_queue, job_queue
+from ..names import name_prefix, run_name, validate_run_name
 from ..project import Project
-from ..settings import Settings
+from ..settings import Settings, describe_origins
 from . import history
 from .dashboard import SessionDashboard
 from .driver import LOST_CONNECTION, Driver, history_path, local_user
@@ -26,6 +27,7 @@ from .signals import Stopped, stop_exit_code
 
 if TYPE_CHECKING:
     from ..gitsource import GitSource
+    from ..kube.queue import LocalQueueInfo
 
 JOB_PYTHON = "python3"  # every Python 3 image has it (PEP 394); `python` is missing from Debian's
 
@@ -47,13 +49,23 @@ class RunRequest:
 
 
 def plan_run(
-    settings: Settings, project: Project, request: RunRequest, user: str, image: str, now: float | None = None
+    settings: Settings,
+    project: Project,
+    request: RunRequest,
+    user: str,
+    image: str,
+    now: float | None = None,
+    namespace: str = "default",
 ) -> RunSpec:
-    """Pure: the RunSpec for this request, to run `image`."""
-    name = settings.runid or run_name(project.name, project.git.branch, now=now)
-    problem = validate_run_name(name)
-    if problem:
-        raise UsageError(f"run name {name!r} {problem}", hint="pick another --runid")
+    """Pure: the RunSpec for this request, to run `image` in `namespace` (the effective one)."""
+    if settings.runid:
+        problem = validate_run_name(settings.runid)
+        if problem:
+            raise UsageError(f"run name {settings.runid!r} {problem}", hint="pick another --runid")
+    if settings.generate_name:
+        name = name_prefix(project.name, project.git.branch, settings.runid)  # the apiserver adds the rest
+    else:
+        name = settings.runid or run_name(project.name, project.git.branch, now=now)
     if request.mode == "repl":
         repl = list(request.interactive_command) or (settings.python.split() if settings.python else None)
         command = tuple(agent.host_command(JOB_PYTHON, settings.keep_alive, settings.detach, repl))
@@ -78,12 +90,16 @@ def plan_run(
         memory=settings.memory,
         gpu=settings.gpu,
         threads=settings.threads,
+        gpu_product=settings.gpu_product,
+        queue=expand_queue(settings.queue, namespace),
+        shm=settings.shm,
+        generate_name=settings.generate_name,
         env=settings.env,
         labels=settings.labels,
         workdir=settings.workdir,
         ttl_seconds=settings.ttl_seconds,
         detach=settings.detach,
-        extra_env=(("PYPOD_RUN", name), *extra_env),
+        extra_env=extra_env,
     )
 
 
@@ -144,9 +160,14 @@ def start(settings: Settings, project: Project, request: RunRequest, out: Output
     if request.dry_run:
         what = "pypod's own package (the code comes from git)" if source else "this project's source"
         image = settings.image or f"{settings.image_repo or '<IMAGE_REPO>'}:<tag of {what}>"
-        spec = with_git_source(plan_run(settings, project, request, local_user(), image), source)
+        from ..kube.client import configured_namespace
+
+        namespace = settings.namespace or configured_namespace(settings.kubeconfig, settings.context) or "default"
+        spec = with_git_source(plan_run(settings, project, request, local_user(), image, namespace=namespace), source)
         job = build_job(settings, spec, template_text, template_source, source)
         sys.stdout.write(yaml.safe_dump(_redact_agent(job), sort_keys=False))
+        for line in describe_origins(settings) or ["every setting is pypod's default"]:
+            sys.stdout.write(f"# {line}\n")
         if settings.image:
             sys.stdout.write(f"# image: {settings.image} (given; nothing to build)\n")
         elif source:
@@ -160,19 +181,25 @@ def start(settings: Settings, project: Project, request: RunRequest, out: Output
                 f"and push it to {settings.image_repo or '<IMAGE_REPO>'}\n"
             )
         return 0
-    ship = ship_git_image if source else ship_image
-    image = settings.image or ship(settings, project, out)
-    spec = with_git_source(plan_run(settings, project, request, local_user(), image), source)
-    job = build_job(settings, spec, template_text, template_source, source)
     session = Driver(settings, out)
     if source is not None and source.secret and session.secret_exists(source.secret) is False:
         raise NotFound(
             f"no Secret {source.secret} in namespace {session.namespace} for --git-secret",
             hint=f"create it with `pypod git-secret {source.secret} --token-file FILE` (or --ssh-key)",
         )
+    # Checked before anything is built or created: a wrong queue or GPU product fails at once.
+    # The queue may also come from the template's or --label's kueue.x-k8s.io/queue-name.
+    preview = plan_run(settings, project, request, local_user(), "<image>", namespace=session.namespace)
+    queue_info = session.check_queue(job_queue(driver_job(preview, template_text, template_source)))
+    session.check_gpus(settings.gpu, settings.gpu_product)
+    ship = ship_git_image if source else ship_image
+    image = settings.image or ship(settings, project, out)
+    spec = plan_run(settings, project, request, local_user(), image, namespace=session.namespace)
+    spec = with_git_source(spec, source)
+    job = build_job(settings, spec, template_text, template_source, source)
     guard = start_guard(session.target.kubeconfig, session.target.context, session.namespace)
     try:
-        code = _run(session, guard, spec, job, project, request)
+        code = _run(session, guard, spec, job, project, request, queue_info)
     except BaseException:
         end_guard(clean=False)
         raise
@@ -181,29 +208,42 @@ def start(settings: Settings, project: Project, request: RunRequest, out: Output
 
 
 def _run(
-    session: Driver, guard: Guard, spec: RunSpec, job: dict[str, Any], project: Project, request: RunRequest
+    session: Driver,
+    guard: Guard,
+    spec: RunSpec,
+    job: dict[str, Any],
+    project: Project,
+    request: RunRequest,
+    queue_info: LocalQueueInfo | None = None,
 ) -> int:
     """From creating the Job to the end of the run; every way out cleans up after it."""
     settings, out = session.settings, session.out
     in_repl = False
     # Armed before the create: a pypod killed while the request is in flight leaves nothing.
-    guard.arm(spec.name)
+    # A generated name is known only from the answer, so such a Job is armed just after it.
+    name = spec.name
+    if not spec.generate_name:
+        guard.arm(name)
     try:
         try:
-            session.create_job(job)
+            name, uid = session.create_job(job)
         except PypodError:
-            guard.disarm(spec.name)  # refused: there is nothing to clean up
+            guard.disarm(name)  # refused: there is nothing to clean up
             raise
-        out.info(f"run {spec.name} created in namespace {session.namespace}")
-        watcher, _ = session.wait_running(spec.name, accept_terminated=request.mode == "job")
+        if spec.generate_name:
+            guard.arm(name)
+        queue = job_queue(job)
+        out.info(f"run {name} created in namespace {session.namespace}" + (f" in queue {queue}" if queue else ""))
+        target: QueueTarget | None = session.queue_target(queue_info, queue, uid)
+        watcher, _ = session.wait_running(name, accept_terminated=request.mode == "job", queue_target=target)
         pod = session.pod_name(watcher)
         if request.mode == "job":
             if settings.detach:
-                guard.disarm(spec.name)
+                guard.disarm(name)
             code = session.follow_logs(pod, watcher)
             watcher.stop()
             if not settings.detach:
-                session.delete_job(spec.name)
+                session.delete_job(name)
             return code
         notebook = ()
         if request.notebook_port:
@@ -213,7 +253,7 @@ def _run(
         if settings.sync:
             from .livesync import start_beside_repl
 
-            live = start_beside_repl(session, watcher.state.pod, spec.name, project, settings, out)
+            live = start_beside_repl(session, watcher.state.pod, name, project, settings, out)
         forwards = session.port_forwards(pod, notebook)
         dashboard = SessionDashboard(session, watcher, pod).start()
         if notebook:
@@ -221,11 +261,11 @@ def _run(
             out.info(f"JupyterLab: http://127.0.0.1:{notebook[0].split(':')[0]}/lab?token={token}")
         # From here on the REPL outlives its client for --keep-alive, as it does when
         # the connection drops: a killed pypod must not take it down.
-        guard.disarm(spec.name)
+        guard.disarm(name)
         in_repl = True
         try:
             seed = history.seed_entries(history_path(settings))
-            code = session.relay_repl(pod, spec.name, seed, history_path(settings), dict(request.session_env))
+            code = session.relay_repl(pod, name, seed, history_path(settings), dict(request.session_env))
         finally:
             dashboard.stop()
             for forward in forwards:
@@ -234,7 +274,7 @@ def _run(
                 live.stop()
         watcher.stop()
         if code != LOST_CONNECTION:
-            session.delete_job(spec.name)
+            session.delete_job(name)
         return code
     except KeyboardInterrupt as exc:
         out.done()
@@ -242,14 +282,14 @@ def _run(
         if in_repl:
             # Only a signal gets here: Ctrl-C in the REPL goes to the remote interpreter.
             keep = "(--detach)" if settings.detach else f"for {settings.keep_alive:.0f}s without a client"
-            out.info(f"{why}; the REPL lives on {keep}. Reconnect with: pypod attach {spec.name}")
+            out.info(f"{why}; the REPL lives on {keep}. Reconnect with: pypod attach {name}")
             return stop_exit_code(exc)
         if settings.detach:
-            out.info(f"{why}; detached, the run goes on. Follow it with: pypod logs {spec.name} -f")
+            out.info(f"{why}; detached, the run goes on. Follow it with: pypod logs {name} -f")
             return stop_exit_code(exc)
-        session.delete_job(spec.name)
-        guard.disarm(spec.name)
-        out.info(f"{why}; deleted {spec.name}")
+        session.delete_job(name)
+        guard.disarm(name)
+        out.info(f"{why}; deleted {name}")
         return stop_exit_code(exc)
 
 
