@@ -131,15 +131,15 @@ def test_an_image_that_cannot_be_pulled_fails_fast(env, cluster, kube, namespace
 
 
 def test_a_suspended_job_shows_its_admission_state(env, kube, namespace, tmp_path):
+    # Suspended by its template, with no queue label: nobody will admit it, and pypod says so.
     template = tmp_path / "driver.yaml.template"
     template.write_text(
-        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: $RUNID\n  labels:\n"
-        "    kueue.x-k8s.io/queue-name: research\nspec:\n  suspend: true\n  template:\n    spec:\n"
-        "      containers:\n      - name: driver\n        image: $IMAGE_TAG\n        command: [$COMMAND]\n"
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: $RUNID\nspec:\n  suspend: true\n  template:\n"
+        "    spec:\n      containers:\n      - name: driver\n        image: $IMAGE_TAG\n        command: [$COMMAND]\n"
     )
     result = run_cli(["--template", str(template), "--pending-timeout", "4", "print(1)"], env, cwd=tmp_path)
     assert result.returncode == 73, result.stderr
-    assert "waiting for admission in queue research: the Job is suspended" in result.stderr
+    assert "waiting for admission: the Job is suspended" in result.stderr
     no_jobs_left(kube, namespace)
 
 
