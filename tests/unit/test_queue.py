@@ -191,16 +191,20 @@ def _api_error(code: int) -> ApiError:
 class ListingClient:
     """Answers LocalQueue lists per API version: a list of names, or an HTTP error code."""
 
-    def __init__(self, answers: dict[str, list[str] | int]) -> None:
+    def __init__(self, answers: dict[str, list[str] | int | str]) -> None:
         self.answers = answers
         self.asked: list[str] = []
 
     def list(self, resource, namespace):  # type: ignore[no-untyped-def]
         version = resource._api_info.resource.version
         self.asked.append(version)
-        answer = self.answers.get(version, 404)
+        answer = self.answers.get(version, "404 page not found")
         if isinstance(answer, int):
             raise _api_error(answer)
+        if isinstance(answer, str):  # an unknown API path: plain text, which lightkube does not decode
+            request = httpx2.Request("GET", "https://k/apis")
+            response = httpx2.Response(404, text=answer, request=request)
+            raise httpx2.HTTPStatusError(answer, request=request, response=response)
         return [
             resource.from_dict({"metadata": {"name": n, "namespace": namespace}, "spec": {"clusterQueue": "cq"}})
             for n in answer
@@ -208,7 +212,7 @@ class ListingClient:
 
 
 def test_the_local_queue_check_uses_the_newest_version_served():
-    client = ListingClient({"v1beta2": 404, "v1beta1": ["team-user-queue"]})
+    client = ListingClient({"v1beta2": "404 page not found", "v1beta1": ["team-user-queue"]})
     info = find_local_queue(client, "ns", "team-user-queue")
     assert info is not None and (info.version, info.cluster_queue) == ("v1beta1", "cq")
     assert client.asked == ["v1beta2", "v1beta1"]
@@ -216,6 +220,7 @@ def test_the_local_queue_check_uses_the_newest_version_served():
 
 def test_the_local_queue_check_goes_on_when_refused_and_fails_when_missing_or_no_kueue():
     assert find_local_queue(ListingClient({"v1beta2": 403}), "ns", "q") is None
+    assert find_local_queue(ListingClient({"v1beta2": 404, "v1beta1": 403}), "ns", "q") is None
     with pytest.raises(NotFound, match="LocalQueues there: other"):
         find_local_queue(ListingClient({"v1beta2": ["other"]}), "ns", "q")
     with pytest.raises(NotFound, match="has no Kueue"):

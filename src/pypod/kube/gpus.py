@@ -74,13 +74,15 @@ def check_gpu_request(offer: list[NodeGpus], gpu: int, product: str | None) -> N
 
 def read_gpu_offer(client: Any) -> list[NodeGpus] | None:
     """The cluster's GPU nodes; None when nodes cannot be read (403), so nothing can be said."""
-    from lightkube.core.exceptions import ApiError
+    from httpx2 import HTTPStatusError
     from lightkube.resources.core_v1 import Node
+
+    from .queue import status_code
 
     try:
         nodes = [n.to_dict() for n in client.list(Node)]
-    except ApiError as exc:
-        if exc.status.code in (401, 403):
+    except HTTPStatusError as exc:
+        if status_code(exc) in (401, 403):
             return None
         raise
     return node_gpus(nodes)

@@ -208,8 +208,13 @@ def pending_workloads_resource(version: str) -> Any:
     return _PENDING_CLASSES[version]
 
 
-def _code(exc: Exception) -> int | None:
-    return getattr(getattr(exc, "status", None), "code", None)
+def status_code(exc: BaseException) -> int | None:
+    """The HTTP status of a failed request: lightkube's ApiError carries the Status object, but
+    an unknown API path is answered in plain text, which lightkube leaves an HTTPStatusError."""
+    code = getattr(getattr(exc, "status", None), "code", None)
+    if code is None:
+        code = getattr(getattr(exc, "response", None), "status_code", None)
+    return code
 
 
 @dataclass(frozen=True)
@@ -225,15 +230,15 @@ def find_local_queue(client: Any, namespace: str, queue: str) -> LocalQueueInfo 
     Raises NotFound listing the LocalQueues there when it is missing, or when the cluster
     serves no Kueue API at all; None when LocalQueues cannot be read (403): go on.
     """
-    from lightkube.core.exceptions import ApiError
+    from httpx2 import HTTPStatusError
 
     for version in VERSIONS:
         try:
             queues = [q.to_dict() for q in client.list(local_queue_resource(version), namespace=namespace)]
-        except ApiError as exc:
-            if _code(exc) == 404:
+        except HTTPStatusError as exc:
+            if status_code(exc) == 404:
                 continue  # this version is not served
-            if _code(exc) in (401, 403):
+            if status_code(exc) in (401, 403):
                 return None
             raise
         for item in queues:
@@ -253,15 +258,15 @@ class PositionsUnavailable(Exception):
 def read_pending(client: Any, namespace: str, queue: str, versions: Iterable[str] = VERSIONS):
     """(the LocalQueue's PendingWorkloadsSummary as a dict, the version that answered).
     Raises PositionsUnavailable on 403/404."""
-    from lightkube.core.exceptions import ApiError
+    from httpx2 import HTTPStatusError
 
     for version in versions:
         try:
             summary = client.get(pending_workloads_resource(version), queue, namespace=namespace)
-        except ApiError as exc:
-            if _code(exc) == 404:
+        except HTTPStatusError as exc:
+            if status_code(exc) == 404:
                 continue
-            if _code(exc) in (401, 403):
+            if status_code(exc) in (401, 403):
                 raise PositionsUnavailable(str(exc)) from exc
             raise
         return summary.to_dict(), version
@@ -276,15 +281,15 @@ def read_position(client: Any, namespace: str, queue: str, workload: str, versio
 
 def list_workloads(client: Any, namespace: str) -> dict[str, dict[str, Any]] | None:
     """The namespace's Workloads by the uid of the Job they stand for; None when unreadable."""
-    from lightkube.core.exceptions import ApiError
+    from httpx2 import HTTPStatusError
 
     for version in VERSIONS:
         try:
             items = [w.to_dict() for w in client.list(workload_resource(version), namespace=namespace)]
-        except ApiError as exc:
-            if _code(exc) == 404:
+        except HTTPStatusError as exc:
+            if status_code(exc) == 404:
                 continue
-            if _code(exc) in (401, 403):
+            if status_code(exc) in (401, 403):
                 return None
             raise
         return {uid: w for w in items if (uid := (w["metadata"].get("labels") or {}).get(JOB_UID_LABEL))}

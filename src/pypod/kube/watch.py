@@ -32,6 +32,7 @@ from .queue import (
     local_queue_resource,
     pending_count,
     read_position,
+    status_code,
     workload_resource,
 )
 from .status import PodReport, explain, pending_timeout_error
@@ -43,16 +44,14 @@ def _retry_with_backoff(exc: Exception, count: int):  # type: ignore[no-untyped-
     """Retry dropped connections and restarts; raise what retrying cannot fix (RBAC)."""
     from lightkube.types import OnErrorAction, OnErrorResult
 
-    code = getattr(getattr(exc, "status", None), "code", None)
-    if code in (401, 403, 404):
+    if status_code(exc) in (401, 403, 404):
         return OnErrorResult(OnErrorAction.RAISE)
     return OnErrorResult(OnErrorAction.RETRY, sleep=RETRY_SLEEP_S[min(count, len(RETRY_SLEEP_S) - 1)])
 
 
 def _raise_on_error(exc: Exception, count: int):  # type: ignore[no-untyped-def]
     """For optional watches (Kueue's objects): retry drops, give up quietly on refusals."""
-    code = getattr(getattr(exc, "status", None), "code", None)
-    if code in (401, 403, 404):
+    if status_code(exc) in (401, 403, 404):
         from lightkube.types import OnErrorAction, OnErrorResult
 
         return OnErrorResult(OnErrorAction.RAISE)
@@ -173,7 +172,7 @@ class RunWatcher:
 
     def _watch_kueue(self, kind: str, resource_of: Callable[[str], Any], selectors: dict[str, Any]) -> None:
         """Watch a Kueue object in the first version served; refused or absent, the run goes on without."""
-        from lightkube.core.exceptions import ApiError
+        from httpx2 import HTTPStatusError
 
         assert self.queue_target is not None
         for version in self.queue_target.versions():
@@ -185,8 +184,8 @@ class RunWatcher:
                         return
                     self._apply(kind, event_type, _to_dict(obj))
                 return
-            except ApiError as exc:
-                if getattr(exc.status, "code", None) != 404:
+            except HTTPStatusError as exc:
+                if status_code(exc) != 404:
                     return
             except Exception:  # the wait goes on with what the Job says
                 return

@@ -103,7 +103,7 @@ def queue_cells(session: Driver, jobs: list[dict[str, Any]]) -> dict[str, str]:
     One list of Workloads, and one visibility query per queue that has runs waiting; when
     those are refused, the runs still show admitted or waiting, without a position.
     """
-    from lightkube.core.exceptions import ApiError
+    from httpx2 import HTTPStatusError
 
     from ..kube.queue import (
         PositionsUnavailable,
@@ -131,7 +131,7 @@ def queue_cells(session: Driver, jobs: list[dict[str, Any]]) -> dict[str, str]:
             if queue not in summaries:
                 try:
                     summaries[queue] = read_pending(session.client, session.namespace, queue)[0]
-                except (PositionsUnavailable, ApiError):  # no position then; the rest of ps stands
+                except (PositionsUnavailable, HTTPStatusError):  # no position then; the rest of ps stands
                     summaries[queue] = None
             summary = summaries[queue]
             position = position_in(summary, view.name) if summary else None
