@@ -76,7 +76,8 @@ def make_namespace(api: Any) -> str:
 
 
 def local_queue(api: Any, namespace: str) -> tuple[str, Decimal]:
-    """A LocalQueue on the harness's ClusterQueue, and that ClusterQueue's cpu quota."""
+    """A LocalQueue on the harness's ClusterQueue, and that ClusterQueue's memory quota (the node
+    has far more memory than that, so only Kueue holds a run back)."""
     from lightkube.generic_resource import create_global_resource
 
     from pypod.kube.queue import local_queue_resource
@@ -84,20 +85,20 @@ def local_queue(api: Any, namespace: str) -> tuple[str, Decimal]:
 
     cluster_queues = create_global_resource("kueue.x-k8s.io", "v1beta2", "ClusterQueue", "clusterqueues")
     cq = next(iter(api.list(cluster_queues))).to_dict()
-    cpu = next(
-        parse_quantity(str(r["nominalQuota"]), "cpu")
+    memory = next(
+        parse_quantity(str(r["nominalQuota"]), "memory")
         for g in cq["spec"]["resourceGroups"]
         for f in g["flavors"]
         for r in f["resources"]
-        if r["name"] == "cpu"
+        if r["name"] == "memory"
     )
     name = f"{namespace}-user-queue"
     body = {"metadata": {"name": name, "namespace": namespace}, "spec": {"clusterQueue": cq["metadata"]["name"]}}
     api.create(local_queue_resource("v1beta2").from_dict(body), namespace=namespace)
-    return name, cpu
+    return name, memory
 
 
-def queued_driver(info: Any, namespace: str, queue: str, cpu: str, code: str):  # type: ignore[no-untyped-def]
+def queued_driver(info: Any, namespace: str, queue: str, memory: str, code: str):  # type: ignore[no-untyped-def]
     """pypod's Driver with a job run planned for `queue`, as `pypod --queue` makes it."""
     from pypod.project import GitIdentity, Project
     from pypod.run.driver import Driver
@@ -110,8 +111,8 @@ def queued_driver(info: Any, namespace: str, queue: str, cpu: str, code: str):  
         namespace=namespace,
         image=info.base_image,
         queue=queue,
-        cpu=cpu,
-        memory="64Mi",
+        cpu="100m",
+        memory=memory,
         pending_timeout=300,
     )
     project = Project(root=Path("bench"), git=GitIdentity(repo="bench", branch="main", commit="", dirty=False))
@@ -119,11 +120,11 @@ def queued_driver(info: Any, namespace: str, queue: str, cpu: str, code: str):  
     return Driver(settings, Output(quiet=True)), spec
 
 
-def start_run(info: Any, namespace: str, queue: str, cpu: str, code: str):  # type: ignore[no-untyped-def]
+def start_run(info: Any, namespace: str, queue: str, memory: str, code: str):  # type: ignore[no-untyped-def]
     from pypod.kube.manifests import driver_job
     from pypod.kube.queue import job_queue
 
-    driver, spec = queued_driver(info, namespace, queue, cpu, code)
+    driver, spec = queued_driver(info, namespace, queue, memory, code)
     info_q = driver.check_queue(queue)
     job = driver_job(spec)
     name, uid = driver.create_job(job)
@@ -135,7 +136,7 @@ def admit_to_running(info: Any, namespace: str, queue: str) -> list[float]:
 
     samples = []
     for _ in range(5):
-        driver, name, target = start_run(info, namespace, queue, "100m", "import time; time.sleep(2)")
+        driver, name, target = start_run(info, namespace, queue, "64Mi", "import time; time.sleep(2)")
         watcher = RunWatcher(driver.client, namespace, name, target).start()
         wait_until_running(watcher, 120, lambda report, elapsed: None, accept_terminated=True)
         running_at = time.monotonic()
@@ -150,7 +151,7 @@ def admit_to_running(info: Any, namespace: str, queue: str) -> list[float]:
 def requests_while_waiting(info: Any, namespace: str, queue: str, quota: Decimal, counter: RequestCounter) -> float:
     from pypod.kube.watch import RunWatcher
 
-    over_half = f"{int(quota * Decimal('0.6') * 1000)}m"
+    over_half = f"{int(quota * Decimal('0.6') / 2**20)}Mi"
     blocker, blocker_name, blocker_target = start_run(
         info, namespace, queue, over_half, f"import time; time.sleep({WINDOW_S + 60})"
     )

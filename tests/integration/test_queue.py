@@ -59,8 +59,8 @@ def nominal(cluster_queue: dict, resource: str) -> Decimal:
     raise AssertionError(f"the ClusterQueue has no {resource} quota")
 
 
-def millicores(value: Decimal) -> str:
-    return f"{int(value * 1000)}m"
+def mebibytes(value: Decimal) -> str:
+    return f"{int(value / 2**20)}Mi"
 
 
 def workload_of(kube, namespace: str, job_name: str) -> dict | None:  # type: ignore[no-untyped-def]
@@ -102,9 +102,11 @@ def test_a_queued_job_shows_its_admission_and_runs(env, kube, namespace, queue, 
 def test_a_second_job_waits_at_position_one_with_kueues_message_then_runs(
     env, kube, namespace, queue, cluster_queue, tmp_path
 ):
-    over_half = millicores(nominal(cluster_queue, "cpu") * Decimal("0.6"))
+    # Memory is what fills the quota: the node has far more of it than the ClusterQueue grants,
+    # so both jobs would fit the node, and only Kueue holds the second back.
+    over_half = mebibytes(nominal(cluster_queue, "memory") * Decimal("0.6"))
     first = subprocess.Popen(
-        ["python", "-m", "pypod", "--queue", queue, "--runid", "first", "--cpu", over_half, "--memory", "64Mi",
+        ["python", "-m", "pypod", "--queue", queue, "--runid", "first", "--cpu", "100m", "--memory", over_half,
          "import time; time.sleep(20); print('first done')"],
         env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -113,7 +115,7 @@ def test_a_second_job_waits_at_position_one_with_kueues_message_then_runs(
             lambda: any(p.status.phase == "Running" for p in kube.list(Pod, namespace=namespace)), 90, interval=0.3
         )
         second = Terminal(
-            ["--queue", queue, "--runid", "second", "--cpu", over_half, "--memory", "64Mi", "print('second ran')"],
+            ["--queue", queue, "--runid", "second", "--cpu", "100m", "--memory", over_half, "print('second ran')"],
             env,
             cwd=tmp_path,
         )
@@ -156,9 +158,9 @@ def test_a_missing_local_queue_fails_before_anything_is_created(env, kube, names
 def test_a_job_larger_than_the_cluster_queue_times_out_with_kueues_message(
     env, kube, namespace, queue, cluster_queue, tmp_path
 ):
-    too_much = millicores(nominal(cluster_queue, "cpu") * 4)
+    too_much = mebibytes(nominal(cluster_queue, "memory") * 2)
     run = subprocess.Popen(
-        ["python", "-m", "pypod", "--queue", queue, "--runid", "huge", "--cpu", too_much, "--pending-timeout", "12",
+        ["python", "-m", "pypod", "--queue", queue, "--runid", "huge", "--memory", too_much, "--pending-timeout", "12",
          "print(1)"],
         env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
