@@ -15,6 +15,7 @@ from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Node, Pod
 
 from harness.cluster import ClusterInfo
+from harness.kueue import CLUSTER_QUEUE, create_local_queue
 from pypod.quantity import parse_quantity
 from pypod.rbac import role_objects
 from tests.kubehelp import wait_for
@@ -35,19 +36,13 @@ def env(pypod_env: dict[str, str], cluster: ClusterInfo) -> dict[str, str]:
 
 @pytest.fixture
 def cluster_queue(kube) -> dict:  # type: ignore[no-untyped-def]
-    queues = [q.to_dict() for q in kube.list(ClusterQueue)]
-    assert queues, "the harness applies a ClusterQueue"
-    return queues[0]
+    return kube.get(ClusterQueue, CLUSTER_QUEUE).to_dict()
 
 
 @pytest.fixture
-def queue(kube, namespace: str, cluster_queue: dict) -> str:  # type: ignore[no-untyped-def]
-    """The namespace's LocalQueue, named as EIDF names them."""
-    name = f"{namespace}-user-queue"
-    spec = {"clusterQueue": cluster_queue["metadata"]["name"]}
-    local = {"metadata": {"name": name, "namespace": namespace}, "spec": spec}
-    kube.create(LocalQueue.from_dict(local), namespace=namespace)
-    return name
+def queue(cluster: ClusterInfo, namespace: str) -> str:
+    """The namespace's LocalQueue, `<namespace>-user-queue` as EIDF names them, Active."""
+    return create_local_queue(namespace)
 
 
 def nominal(cluster_queue: dict, resource: str) -> Decimal:

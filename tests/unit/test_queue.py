@@ -225,3 +225,44 @@ def test_the_local_queue_check_goes_on_when_refused_and_fails_when_missing_or_no
         find_local_queue(ListingClient({"v1beta2": ["other"]}), "ns", "q")
     with pytest.raises(NotFound, match="has no Kueue"):
         find_local_queue(ListingClient({}), "ns", "q")
+
+
+def recorded() -> dict:
+    """Objects Kueue v0.17.0 made in the harness for three Jobs in one LocalQueue: `first`
+    admitted, `second` waiting for `first`'s quota, `huge` asking more than the ClusterQueue has."""
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(__file__).parent / "data" / "kueue-v0.17.0.json").read_text())
+
+
+def test_recorded_workloads_explain_themselves_verbatim():
+    objects = recorded()
+    first, second, huge = (explain_workload(objects[name]) for name in ("first", "second", "huge"))
+    assert (first.phase, first.cluster_queue, first.message) == (
+        "admitted",
+        "harness-cluster-queue",
+        "The workload is admitted",
+    )
+    assert second.phase == "pending"
+    assert second.message == condition_message(objects["second"], "QuotaReserved")
+    assert huge.phase == "pending"
+    assert "maximum capacity" in huge.message  # Kueue says why it can never fit; pypod passes it on
+
+
+def condition_message(workload: dict, kind: str) -> str:
+    return next(c["message"] for c in workload["status"]["conditions"] if c["type"] == kind)
+
+
+def test_recorded_visibility_summary_gives_each_workload_its_place():
+    objects = recorded()
+    summary = objects["pending"]
+    assert position_in(summary, objects["second"]["metadata"]["name"]) == QueuePosition(1, 1)
+    assert position_in(summary, objects["huge"]["metadata"]["name"]) == QueuePosition(0, 0)
+    assert position_in(summary, objects["first"]["metadata"]["name"]) is None  # admitted: not pending
+
+
+def test_recorded_local_queue_status_counts_the_pending():
+    from pypod.kube.queue import pending_count
+
+    assert pending_count(recorded()["localqueue"]) == 2

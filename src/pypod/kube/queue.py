@@ -164,11 +164,13 @@ def queue_column(view: WorkloadView | None, position: QueuePosition | None) -> s
 
 def missing_local_queue(queue: str, namespace: str, existing: Iterable[str]) -> NotFound:
     names = sorted(existing)
-    there = f"LocalQueues there: {', '.join(names)}" if names else "there are no LocalQueues there"
-    return NotFound(
-        f"LocalQueue {queue!r} does not exist in namespace {namespace!r}; {there}",
-        hint="pass one of them with --queue (or the profile's queue), or ask the cluster's admins for one",
-    )
+    if names:
+        there = f"LocalQueues there: {', '.join(names)}"
+        hint = "pass one of them with --queue (or the profile's queue), or ask the cluster's admins for one"
+    else:
+        there = "there are no LocalQueues there"
+        hint = "use the namespace your queue is in (-n, or the profile's namespace), or ask the cluster's admins"
+    return NotFound(f"LocalQueue {queue!r} does not exist in namespace {namespace!r}; {there}", hint=hint)
 
 
 # -- one request each -------------------------------------------------------------------
