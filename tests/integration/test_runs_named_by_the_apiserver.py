@@ -142,3 +142,18 @@ def test_an_absent_gpu_product_fails_fast_listing_the_products_there_are(env, ku
     for product in products:
         assert product in line
     assert not list(kube.list(Job, namespace=namespace))  # nothing was created
+
+
+def test_plan_shows_the_active_profile_and_where_each_setting_came_from(env, tmp_path):
+    (tmp_path / "pyproject.toml").write_text(
+        "[project]\nname='p'\n[tool.pypod]\nmemory = '1Gi'\nprofile = 'small'\n"
+        "[tool.pypod.profiles.small]\ncpu = '100m'\nqueue = '{namespace}-user-queue'\n"
+    )
+    result = run_cli(["plan"], dict(env, PYPOD_SHM="64Mi"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "settings:"
+    assert "  profile = small (from pyproject.toml [tool.pypod.profiles], chosen by [tool.pypod] profile)" in lines
+    assert "  cpu = 100m (profile small)" in lines
+    assert "  memory = 1Gi ([tool.pypod])" in lines
+    assert "  shm = 64Mi ($PYPOD_SHM)" in lines
