@@ -115,6 +115,7 @@ def _downward_env(resources: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _run_env(spec: RunSpec) -> list[dict[str, Any]]:
+    run: dict[str, Any]
     if spec.generate_name:
         # The name is the apiserver's: the pod reads it from the Job controller's label.
         run = {"valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{JOB_NAME_LABEL}']"}}}
