@@ -114,9 +114,10 @@ def test_a_second_job_waits_at_position_one_with_kueues_message_then_runs(
             env,
             cwd=tmp_path,
         )
-        second.expect(f"waiting in queue {queue}, position 1 (1 in ClusterQueue ", 60)
+        # First in its LocalQueue; in the shared ClusterQueue, behind whatever else waits there.
+        second.expect(f"waiting in queue {queue}, position 1 (", 60)
         # Kueue's own words, verbatim, on the same line.
-        second.expect(f"): {quota_message(kube, namespace, 'second')}", 30)
+        second.expect(f" in ClusterQueue {CLUSTER_QUEUE}): {quota_message(kube, namespace, 'second')}", 30)
         listed = run_cli(["ps"], env)
         assert "QUEUE" in listed.stdout, listed.stdout
         assert f"{queue}: waiting #1" in listed.stdout
