@@ -274,13 +274,11 @@ def logs(run_name: str, follow: bool, target: dict[str, Any]) -> None:
 @click.argument("run_name")
 @click.option("--port", type=int, help="Local port (default: the dashboard's own when free here, else any).")
 @target_options
-def dashboard(
-    run_name: str, port: int | None, namespace: str | None, context: str | None, kubeconfig: str | None
-) -> None:
+def dashboard(run_name: str, port: int | None, target: dict[str, Any]) -> None:
     """Forward the Dask dashboard of a K8sCluster in RUN to this machine; prints its URL."""
     from .run.dashboard import open_dashboard
 
-    sys.exit(open_dashboard(_connect(namespace, context, kubeconfig), run_name, port))
+    sys.exit(open_dashboard(_connect(target), run_name, port))
 
 
 @main_group.command()
@@ -317,9 +315,7 @@ def git_secret(
     ssh_key: str | None,
     known_hosts: str | None,
     force: bool,
-    namespace: str | None,
-    context: str | None,
-    kubeconfig: str | None,
+    target: dict[str, Any],
 ) -> None:
     """Create the Secret NAME for `--git-secret NAME`: a token (https) or an ssh key.
 
@@ -340,7 +336,7 @@ def git_secret(
         hosts_path = Path(known_hosts) if known_hosts else default_hosts
         hosts = hosts_path.read_bytes() if hosts_path.exists() else None
     manifest = secret_manifest(name, token=token, username=username, ssh_key=key, known_hosts=hosts)
-    driver = _connect(namespace, context, kubeconfig)
+    driver = _connect(target)
     replaced = driver.store_secret(manifest, force)
     kind = "token" if token is not None else "ssh key"
     verb = "replaced" if replaced else "created"
@@ -365,9 +361,7 @@ def info_command(
     run_name: str | None,
     as_json: bool,
     export: bool,
-    namespace: str | None,
-    context: str | None,
-    kubeconfig: str | None,
+    target: dict[str, Any],
 ) -> None:
     """What this machine, or RUN's pod, really has (CPU, memory, GPUs, disks, /dev/shm), next to the node.
 
@@ -387,7 +381,7 @@ def info_command(
         from .kube.manifests import DRIVER_CONTAINER
         from .run.driver import running_pod
 
-        driver = _connect(namespace, context, kubeconfig)
+        driver = _connect(target)
         pod = running_pod(driver, run_name)
         data = podinfo.info_of_pod(driver.kubectl().base(), pod.metadata.name, DRIVER_CONTAINER)
     if as_json:
