@@ -6,6 +6,7 @@ misbehave on purpose:
 
   ?norange=1      ignore Range and If-Range: 200 with the whole body
   ?cut=N          close the connection after N bytes of each response's body
+  ?cutonce=N      the same, for the first such request only (per path and query)
   ?rate=BPS       send at most BPS bytes a second
   ?status=CODE    answer CODE (e.g. 403) with a short body
 
@@ -87,10 +88,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "sent": 0,
             "complete": False,
         }
+        self.server.begin()
         try:
             self._answer(url.path, query, head, record)
         finally:
             self.server.log(record)
+            self.server.end()
 
     def _answer(self, path: str, query: dict[str, str], head: bool, record: dict) -> None:
         if "status" in query:
@@ -135,6 +138,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def _send_body(self, source, first: int, length: int, query: dict[str, str], record: dict) -> None:  # type: ignore[no-untyped-def]
         cut = int(query["cut"]) if "cut" in query else None
+        if "cutonce" in query and self.server.first_time(self.path):
+            cut = int(query["cutonce"])
         rate = float(query["rate"]) if "rate" in query else None
         to_send = length if cut is None else min(length, cut)
         self.wfile.flush()
@@ -186,6 +191,23 @@ class DataServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self.root = root
         self.log_path = log_path
         self._log_lock = threading.Lock()
+        self._seen: set[str] = set()
+
+    active = 0  # responses being sent; their log lines are still to come
+
+    def begin(self) -> None:
+        with self._log_lock:
+            self.active += 1
+
+    def end(self) -> None:
+        with self._log_lock:
+            self.active -= 1
+
+    def first_time(self, key: str) -> bool:
+        with self._log_lock:
+            first = key not in self._seen
+            self._seen.add(key)
+            return first
 
     def log(self, record: dict) -> None:
         line = json.dumps(record) + "\n"
