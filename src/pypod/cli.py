@@ -32,6 +32,7 @@ COMMANDS = (
     "jupyter",
     "git-secret",
     "dashboard",
+    "data",
 )
 RUN_COMMANDS = ("start", "run", "jupyter")
 
@@ -488,6 +489,15 @@ def _python_lines(spec: Any, base_image: str, platform: str) -> list[str]:
     lines = [f"python:       {asked}; {base}"]
     warning = mismatch_warning(spec, base_image, have)
     return [*lines, f"              {warning}"] if warning else lines
+
+
+def _add_data_commands() -> None:
+    from .data.cli import data
+
+    main_group.add_command(data)
+
+
+_add_data_commands()
 
 
 def _route(argv: list[str]) -> list[str]:
