@@ -277,7 +277,7 @@ def show_listing(cluster: Kube, pvc: str, path: str, image: str) -> int:
             hint="pick one of those with --pvc",
         ) from None
     answer = read_with_pod(cluster, pvc, image, ("ls", p.pod_path(path)), owner=pvc)
-    shown = "/" + p.check_dest(path)
+    shown = p.pod_path(path)[len(p.VOLUME_MOUNT) :] or "/"
     if answer.get("error"):
         raise NotFound(f"{pvc}:{shown}: {answer['error']}", hint="`pypod data ls --pvc NAME` lists its root")
     entries = answer["entries"]

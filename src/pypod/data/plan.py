@@ -353,5 +353,8 @@ def reader_pod(
 
 
 def pod_path(path: str) -> str:
-    """A path on the PVC as the reader pod sees it."""
-    return posixpath.join(VOLUME_MOUNT, check_dest(path)) if path.strip("/") else VOLUME_MOUNT
+    """A path on the PVC as the reader pod sees it (pypod's own folder may be looked at)."""
+    cleaned = posixpath.normpath(path.strip("/")) if path.strip("/") else ""
+    if cleaned.startswith("..") or "/../" in f"/{cleaned}/":
+        raise UsageError(f"{path!r} leaves the PVC", hint="give a path inside it")
+    return posixpath.join(VOLUME_MOUNT, cleaned) if cleaned not in ("", ".") else VOLUME_MOUNT

@@ -142,7 +142,9 @@ def render(status: FetchStatus) -> list[str]:
         amount = f"{human_bytes(file.done)} / {human_bytes(file.total)}"
         rate = f"{human_bytes(file.rate)}/s" if file.rate else "-"
         eta = f"ETA {human_seconds(file.eta)}" if file.eta is not None else ""
-        if file.state.startswith("failed") or file.state == "done":
+        if file.state.startswith("failed") and not file.done:
+            lines.append(f"  {file.name:<{width}}  {file.state}")
+        elif file.state.startswith("failed") or file.state == "done":
             lines.append(f"  {file.name:<{width}}  {file.state}  ({amount})")
         else:
             lines.append(f"  {file.name:<{width}}  {file.state}  {amount}  {rate}  {eta}".rstrip())
