@@ -72,6 +72,9 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--profile", help="Settings profile ([tool.pypod.profiles.NAME] or the user config)."),
         click.option("--env", "-e", "env", multiple=True, help="KEY=VALUE for the driver (repeatable)."),
         click.option("--label", "-l", "labels", multiple=True, help="KEY=VALUE label on the Job (repeatable)."),
+        click.option(
+            "--pvc", "pvcs", multiple=True, help="NAME[:MOUNT[:ro]]: mount a PVC (default /data/NAME; repeatable)."
+        ),
         click.option("--python", help="Interpreter command (default: ipython if the image has it, else python)."),
         click.option("--template", type=click.Path(dir_okay=False), help="julia_pod-style driver.yaml.template."),
         click.option("--runid", help="Name of the run (default: repo-branch-time-random)."),

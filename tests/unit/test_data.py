@@ -234,3 +234,25 @@ def test_an_rwo_claim_held_on_a_node_warns_unless_the_volume_lives_there():
         }
     }
     assert claim_problems(parse_pvcs(["a"]), pvcs, pods, pinned, "ns") == []
+
+
+def test_runs_and_settings_carry_pvcs():
+    from pypod.kube.manifests import RunSpec, driver_job
+    from pypod.settings import resolve
+
+    settings = resolve({}, {"PYPOD_PVCS": "a, b:/models:ro"}, {})
+    assert settings.pvcs == ("a", "b:/models:ro")
+    assert resolve({}, {}, {"pvcs": ["c"]}).pvcs == ("c",)
+    assert resolve({"pvcs": ("d",)}, {"PYPOD_PVCS": "a"}, {}).pvcs == ("d",)
+    with pytest.raises(UsageError, match="not an absolute path"):
+        resolve({"pvcs": ("d:rel",)}, {}, {})
+    spec = RunSpec(name="r", image="i", command=("python3",), mode="job", pvcs=parse_pvcs(settings.pvcs))
+    pod = driver_job(spec)["spec"]["template"]["spec"]
+    assert [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v] == [
+        "a",
+        "b",
+    ]
+    assert {m["mountPath"]: m.get("readOnly", False) for m in pod["containers"][0]["volumeMounts"]} == {
+        "/data/a": False,
+        "/models": True,
+    }

@@ -10,13 +10,23 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..errors import NotFound, UsageError
 
-if TYPE_CHECKING:
-    from .kube import Kube
+
+class Kube(Protocol):
+    """Where the claims are looked up: data.kube.Kube, or a run's Driver."""
+
+    client: Any
+
+    @property
+    def namespace(self) -> str: ...
+
+    def api(self, verb: str, resource: str, name: str = "") -> AbstractContextManager[None]: ...
+
 
 DEFAULT_ROOT = "/data"
 _PVC_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
