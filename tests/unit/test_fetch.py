@@ -20,6 +20,7 @@ from harness.dataserver import DataServer, parse_range
 from pypod.agent import fetch
 
 SRC = Path(__file__).resolve().parents[2] / "src"
+MiB = 2**20
 
 
 class Served:
@@ -68,20 +69,20 @@ def state(dest: Path, name: str) -> dict:
 
 
 def test_a_file_lands_under_its_name_with_its_sha256_and_nothing_else_beside_it(served: Served, tmp_path: Path):
-    digest = served.add("a.bin", 3 * fetch.CHUNK + 17)
+    digest = served.add("a.bin", 3 * MiB + 17)
     dest = tmp_path / "dest"
     code = fetch.run_plan(plan(dest, {"url": served.url("a.bin"), "name": "a.bin", "sha256": digest}))
     assert code == 0
     assert hashlib.sha256((dest / "a.bin").read_bytes()).hexdigest() == digest
     assert sorted(os.listdir(dest)) == [fetch.STATE_DIR, "a.bin"]
     done = state(dest, "a.bin")
-    assert (done["state"], done["done"], done["total"]) == ("done", 3 * fetch.CHUNK + 17, 3 * fetch.CHUNK + 17)
+    assert (done["state"], done["done"], done["total"]) == ("done", 3 * MiB + 17, 3 * MiB + 17)
     assert done["sha256"] == digest
     assert not (dest / fetch.STATE_DIR / "a.bin.part").exists()
 
 
 def test_a_cut_connection_resumes_with_range_and_fetches_each_byte_once(served: Served, tmp_path: Path):
-    size = 5 * fetch.CHUNK
+    size = 5 * MiB
     digest = served.add("cut.bin", size)
     dest = tmp_path / "dest"
     entry = {"url": served.url("cut.bin", "cut=1500000"), "name": "cut.bin", "sha256": digest}
@@ -94,7 +95,7 @@ def test_a_cut_connection_resumes_with_range_and_fetches_each_byte_once(served: 
 
 
 def test_a_server_that_ignores_range_restarts_from_zero_and_says_so(served: Served, tmp_path: Path):
-    size = 4 * fetch.CHUNK
+    size = 4 * MiB
     digest = served.add("norange.bin", size)
     dest = tmp_path / "dest"
     url = served.url("norange.bin", "norange=1&cutonce=1000000")
@@ -172,10 +173,10 @@ def test_a_part_that_is_already_whole_is_checked_by_a_416(served: Served, tmp_pa
 
 
 def test_a_killed_downloader_resumes_from_its_part_and_hashes_it_back(served: Served, tmp_path: Path):
-    size = 40 * fetch.CHUNK
+    size = 40 * MiB
     digest = served.add("big.bin", size)
     dest = tmp_path / "dest"
-    entry = {"url": served.url("big.bin", f"rate={20 * fetch.CHUNK}"), "name": "big.bin", "sha256": digest}
+    entry = {"url": served.url("big.bin", f"rate={20 * MiB}"), "name": "big.bin", "sha256": digest}
     plan_path = tmp_path / "plan.json"
     plan_path.write_text(json.dumps(plan(dest, entry)))
     env = dict(os.environ, PYTHONPATH=str(SRC))
@@ -183,7 +184,7 @@ def test_a_killed_downloader_resumes_from_its_part_and_hashes_it_back(served: Se
     first = subprocess.Popen([*command, "fetch", str(plan_path)], env=env, stdout=subprocess.DEVNULL)
     part = dest / fetch.STATE_DIR / "big.bin.part"
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and (not part.exists() or part.stat().st_size < 10 * fetch.CHUNK):
+    while time.monotonic() < deadline and (not part.exists() or part.stat().st_size < 10 * MiB):
         time.sleep(0.05)
     first.send_signal(signal.SIGKILL)
     first.wait()
@@ -196,7 +197,7 @@ def test_a_killed_downloader_resumes_from_its_part_and_hashes_it_back(served: Se
     last = served.requests("big.bin")[-1]
     assert (last["status"], last["range"]) == (206, f"bytes={had}-")
     # Each byte came once, but for what was in flight when the first process died.
-    assert served.sent("big.bin") - size < 4 * fetch.CHUNK
+    assert served.sent("big.bin") - size < 4 * MiB
 
 
 def test_a_full_volume_is_reported_as_pvc_full(served: Served, tmp_path: Path):
