@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from . import components as c
-from . import host, kueue, storage
+from . import host, kueue, nodefs, storage
 from .errors import HarnessError
 from .gobuild import GO_TOOL_NAMES
 from .images import containers_conf, git_image_ref, pause_archive, push_base_image, push_git_image
@@ -301,6 +301,8 @@ def _start_all(layout: Layout, starter: _Starter, report: Report) -> ClusterInfo
     host.create_bridge()
     host.add_drop_rule()
     _write_configs(layout, ports, pki)
+    # Before containerd and the kubelet: their state on a filesystem cAdvisor can measure.
+    nodefs.mount_node_fs(layout)
     server = c.apiserver_url(ports)
 
     registry = starter.start(c.registry(layout))

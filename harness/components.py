@@ -311,7 +311,9 @@ def kubelet_config(layout: Layout, ports: Ports, pki: Pki) -> str:
         "failSwapOn": False,
         "containerRuntimeEndpoint": f"unix://{containerd_paths(layout)['socket']}",
         "enforceNodeAllocatable": [],
-        "localStorageCapacityIsolation": False,
+        # Reports ephemeral-storage (and enforces its limits): the node's state is on a
+        # loop-mounted filesystem cAdvisor can measure (harness/nodefs.py).
+        "localStorageCapacityIsolation": True,
         "podLogsDir": str(layout.state / "pod-logs"),
         "serializeImagePulls": False,
         "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
