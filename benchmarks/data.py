@@ -107,6 +107,20 @@ def bench(name: str, value: float, unit: str) -> None:
     print(f"BENCH {name} {value:.3f} {unit}", flush=True)
 
 
+def retry(call, tries: int = 30):  # type: ignore[no-untyped-def]
+    """`call()`, again while the apiserver is away (other tests restart the shared one)."""
+    import httpx2
+
+    for attempt in range(tries):
+        try:
+            return call()
+        except httpx2.TransportError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(2)
+    return None
+
+
 def make_file(root: Path, size: int) -> str:
     name = f"bench-{uuid.uuid4().hex[:8]}.bin"
     path = root / name
@@ -171,6 +185,7 @@ def main() -> None:
     info = ClusterInfo.load(layout.env_file)
     data = harness_cluster.start_components(ADDABLE, layout, report=lambda m: print(m, file=sys.stderr))
 
+    import httpx2
     from lightkube import Client, KubeConfig, codecs
     from lightkube.resources.core_v1 import Namespace, Pod, ServiceAccount
 
@@ -190,17 +205,21 @@ def main() -> None:
             "metadata": {"name": "bench", "namespace": namespace},
             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": f"{3 * size >> 20}Mi"}}},
         }
-        client.create(codecs.from_dict(claim))
-        client.create(codecs.from_dict(pod(info, namespace, f"{data.data_server}/files/{name}", size, args.rounds)))
+        retry(lambda: client.create(codecs.from_dict(claim)))
+        manifest = pod(info, namespace, f"{data.data_server}/files/{name}", size, args.rounds)
+        retry(lambda: client.create(codecs.from_dict(manifest)))
         deadline = time.monotonic() + 900
         while True:
-            phase = client.get(Pod, "bench-data", namespace=namespace).status.phase
+            try:
+                phase = client.get(Pod, "bench-data", namespace=namespace).status.phase
+            except httpx2.TransportError:  # the shared harness's apiserver restarted by another test
+                phase = None
             if phase in ("Succeeded", "Failed"):
                 break
             if time.monotonic() > deadline:
                 raise SystemExit("the benchmark pod did not finish in 15 minutes")
             time.sleep(1)
-        log = "".join(client.log("bench-data", namespace=namespace, container="bench"))
+        log = "".join(retry(lambda: list(client.log("bench-data", namespace=namespace, container="bench"))))
         if phase != "Succeeded":
             raise SystemExit(f"the benchmark pod failed:\n{log[-2000:]}")
         result = json.loads(log.split("RESULT ", 1)[1])
@@ -223,7 +242,7 @@ def main() -> None:
         bench("data_resume_extra_bytes_pct", 100 * extra / size, "%")
         bench("data_resume_lost_at_kill_MB", lost_at_kill / 1e6, "MB")
     finally:
-        client.delete(Namespace, namespace)
+        retry(lambda: client.delete(Namespace, namespace))
         (Path(data.data_root) / name).unlink(missing_ok=True)
 
 

@@ -174,7 +174,7 @@ def test_a_wrong_checksum_and_a_404_fail_each_in_one_line(env, files, tmp_path):
     sums.write_text(f"{wrong}  {name}\n{'1' * 64}  {missing}\n")
     args = ["data", "fetch", files.url(name), files.url(missing), "--pvc", "bad", "--size", "64Mi"]
     result = run_cli([*args, "--checksums", str(sums), "--name", "bad", "--follow"], env, timeout=240)
-    assert result.returncode == 78, result.stderr
+    assert result.returncode == 79, result.stderr
     text = status_of(env, "bad")
     assert "bad pvc bad:/ failed: a file cannot be fetched (see below)" in text
     assert f"{name} failed: sha256 mismatch: expected {wrong}, got {digest}" in text
@@ -187,7 +187,7 @@ def test_a_pvc_too_small_gives_pvc_full(env, files):
     name, _digest = files.add(40 * MiB)
     args = ["data", "fetch", files.url(name), "--pvc", "tiny", "--size", "16Mi", "--name", "tiny", "--follow"]
     result = run_cli(args, env, timeout=240)
-    assert result.returncode == 78, result.stderr
+    assert result.returncode == 79, result.stderr
     text = status_of(env, "tiny")
     assert re.search(rf"{name} failed: PVC full: no space left after \d+ of {40 * MiB} bytes", text), text
 
@@ -201,7 +201,7 @@ def test_an_unreachable_host_and_a_missing_pvc(env, kube, namespace):
     url = f"http://10.88.0.1:{port}/files/x.bin"
     args = ["data", "fetch", url, "--pvc", "un", "--size", "16Mi", "--retries", "1", "--name", "un", "--follow"]
     result = run_cli(args, env, timeout=240)
-    assert result.returncode == 78, result.stderr
+    assert result.returncode == 79, result.stderr
     assert f"failed: unreachable host 10.88.0.1:{port}: Connection refused (after 2 tries)" in status_of(env, "un")
 
     missing = run_cli(["data", "fetch", url, "--pvc", "nope"], env)

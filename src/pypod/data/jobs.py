@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any
 
-from ..errors import NotFound, PodFailedToStart, PypodError, StreamError
+from ..errors import DataFailed, NotFound, PodFailedToStart, PypodError, StreamError
 from ..run.output import Output
 from . import plan as p
 from .kube import Kube
@@ -17,12 +17,6 @@ from .status import FetchStatus, fetch_status, human_bytes, render
 from .volumes import describe_claims
 
 READER_TIMEOUT_S = 120.0
-
-
-class DataFailed(PypodError):
-    """A fetch ended without every file done."""
-
-    exit_code = 78
 
 
 def _job_dict(cluster: Kube, name: str) -> dict[str, Any]:
