@@ -54,7 +54,7 @@ except ImportError as exc:  # the usual cause: a driver image without dask
         "add `distributed` and `lightkube` to the project's requirements"
     ) from exc
 
-from .data.volumes import PvcMount, add_pvc_mounts, parse_pvcs
+from .data.volumes import PvcMount, add_pvc_mounts, claim_problems, parse_pvcs
 from .errors import Forbidden, PypodError, UsageError
 from .gitsource import copy_to_worker
 from .kube.groups import (
@@ -226,7 +226,18 @@ class _PodManager:
         prime_decoders(Pod)
         # kubectl's rules (merged $KUBECONFIG, exec plugins), else the pod's service account.
         self.client = connect_async(self.cluster.namespace, field_manager="pypod-cluster")
+        await self._check_claims()
         self.tasks = [asyncio.create_task(self._watch()), asyncio.create_task(self._every_half_second())]
+
+    async def _check_claims(self) -> None:
+        """A missing PVC fails before any worker is made, naming those there are."""
+        if not self.cluster.pvcs:
+            return
+        from lightkube.resources.core_v1 import PersistentVolumeClaim
+
+        namespace = self.cluster.namespace
+        claims = [c.to_dict() async for c in self.client.list(PersistentVolumeClaim, namespace=namespace)]
+        claim_problems(self.cluster.pvcs, claims, [], {}, namespace)
 
     def _notify(self) -> None:
         """Wake everyone waiting on a change (each waiter holds the event of its time)."""

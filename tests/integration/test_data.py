@@ -313,6 +313,10 @@ name = sys.argv[1]
 digests = client.run(lambda: hashlib.sha256(open("/data/shared/" + name, "rb").read()).hexdigest())
 print("DIGESTS", sorted(set(digests.values())), len(digests), flush=True)
 cluster.close()
+try:
+    K8sCluster(1, pvcs=["no-such-claim"])
+except Exception as exc:
+    print("MISSING", type(exc).__name__, exc, flush=True)
 """
 
 
@@ -335,6 +339,10 @@ def test_dask_workers_of_k8scluster_pvcs_read_the_data(env, kube, namespace, fil
     result = run_cli(["run", "reads.py", name], dask_env, cwd=project, timeout=900)
     assert result.returncode == 0, result.stderr + result.stdout
     assert f"DIGESTS ['{digest}'] 2" in result.stdout
+    assert (
+        f"MISSING NotFound PVC 'no-such-claim' not found in namespace '{namespace}' "
+        "(PVCs there: shared-data (1Gi RWX, Bound))"
+    ) in result.stdout
 
 
 def test_julia_pods_template_with_its_ephemeral_storage_request_runs_to_completion(env, kube, namespace, tmp_path):
