@@ -145,7 +145,7 @@ def read_pyproject(root: Path) -> dict[str, Any]:
     return {k.replace("-", "_"): v for k, v in table.items()}
 
 
-FLAG_NAMES = {"port_forwards": "--port-forward", "labels": "--label", "sync": "--no-sync"}
+FLAG_NAMES = {"port_forwards": "--port-forward", "labels": "--label", "sync": "--no-sync", "pvcs": "--pvc"}
 
 
 def _check_known(table: Mapping[str, Any], where: str) -> None:

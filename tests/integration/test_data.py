@@ -303,6 +303,27 @@ def test_an_rwx_claim_is_mounted_by_two_pods_at_once(kube, namespace, cluster, s
         assert f"saw {other}" in "".join(kube.log(f"pod-{me}", namespace=namespace))
 
 
+def test_shm_1gi_gives_a_1gib_dev_shm_beside_a_pvc(env, kube, namespace, storage):
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "beside"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}},
+    }
+    kube.create(codecs.from_dict(claim), namespace=namespace)
+    code = (
+        "import os; s = os.statvfs('/dev/shm'); print('SHM', s.f_blocks * s.f_frsize); "
+        "open('/dev/shm/x', 'wb').write(b'0' * (512 << 20)); print('WROTE 512 MiB'); "
+        "points = [line.split()[4] for line in open('/proc/self/mountinfo')]; "
+        "print('MOUNTS', sorted(p for p in points if p.startswith('/data/') or p == '/dev/shm'))"
+    )
+    result = run_cli(["--shm", "1Gi", "--memory", "1536Mi", "--pvc", "beside", code], env, timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert f"SHM {2**30}" in result.stdout
+    assert "WROTE 512 MiB" in result.stdout
+    assert "MOUNTS ['/data/beside', '/dev/shm']" in result.stdout
+
+
 DASK_READS = r"""
 import hashlib, sys
 from pypod import K8sCluster

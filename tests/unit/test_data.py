@@ -256,3 +256,14 @@ def test_runs_and_settings_carry_pvcs():
         "/data/a": False,
         "/models": True,
     }
+
+
+def test_a_profile_carries_pvcs_and_says_where_they_came_from():
+    from pypod.profiles import Profile
+    from pypod.settings import describe_origins, resolve
+
+    profiles = {"eidf": Profile("eidf", {"pvcs": ["datasets:/data/datasets:ro"]}, "~/.config/pypod/config.toml")}
+    settings = resolve({"profile": "eidf"}, {}, {}, profiles)
+    assert settings.pvcs == ("datasets:/data/datasets:ro",)
+    assert "pvcs = datasets:/data/datasets:ro (profile eidf)" in describe_origins(settings)
+    assert resolve({"pvcs": ("x",)}, {}, {}).origins["pvcs"] == "--pvc"
