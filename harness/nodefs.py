@@ -29,6 +29,13 @@ from .errors import HarnessError
 from .layout import Layout
 
 DEFAULT_SIZE_GIB = 40
+# PYPOD_HARNESS_NODE_FS=off keeps the node's state on the machine's disk, as before (and
+# without ephemeral-storage): a way back should a machine refuse loop devices.
+SWITCH = "PYPOD_HARNESS_NODE_FS"
+
+
+def enabled() -> bool:
+    return os.environ.get(SWITCH, "on").lower() not in ("off", "0", "false", "no")
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,8 @@ def mount_node_fs(layout: Layout, gib: int | None = None) -> NodeFs:
     Call after _reset_state (which unmounts everything under the state folder) and before
     containerd and the kubelet start."""
     fs = node_fs(layout)
+    if not enabled():
+        return fs
     if not fs.image.exists():
         fs.image.parent.mkdir(parents=True, exist_ok=True)
         with open(fs.image, "wb") as image:

@@ -244,3 +244,14 @@ def test_the_node_keeps_its_state_on_a_filesystem_it_can_measure(tmp_path: Path)
     assert c.containerd_paths(layout)["root"].is_relative_to(layout.state / "containerd")
     config = json.loads(c.kubelet_config(layout, _ports(), Pki(tmp_path / "pki")))
     assert config["localStorageCapacityIsolation"] is True
+
+
+def test_the_node_filesystem_can_be_switched_off(tmp_path: Path, monkeypatch):  # type: ignore[no-untyped-def]
+    from harness import nodefs
+
+    monkeypatch.setenv(nodefs.SWITCH, "off")
+    layout = Layout(cache=tmp_path / "cache", state=tmp_path / "state")
+    config = json.loads(c.kubelet_config(layout, _ports(), Pki(tmp_path / "pki")))
+    assert config["localStorageCapacityIsolation"] is False
+    nodefs.mount_node_fs(layout)  # does nothing: no image, no mount
+    assert not nodefs.node_fs(layout).image.exists()
