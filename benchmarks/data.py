@@ -41,7 +41,7 @@ from pypod import agent  # noqa: E402
 
 # Runs in the pod: alternates the two downloads, then the kill-and-resume.
 IN_POD = r"""
-import base64, json, os, signal, subprocess, sys, time
+import base64, json, os, resource, signal, subprocess, sys, time
 os.makedirs("/tmp/pypod", exist_ok=True)
 archive = "/tmp/pypod/agent.pyz"
 open(archive, "wb").write(base64.b64decode(os.environ["PYPOD_AGENT"]))
@@ -52,6 +52,10 @@ def fetch(query, dest, name="f.bin"):
     plan = {"dest": dest, "parallel": 1, "retries": 2, "files": [{"url": url + "?" + query, "name": name}]}
     open("/tmp/plan.json", "w").write(json.dumps(plan))
     return subprocess.Popen([sys.executable, archive, "data", "fetch", "/tmp/plan.json"], stdout=subprocess.DEVNULL)
+
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 def timed(argv_or_proc):
     began = time.monotonic()
@@ -66,18 +70,21 @@ def clean(path):
 def run_wget(n):
     os.makedirs("/pvc/wget", exist_ok=True)
     wget = ["/tools/busybox", "wget", "-q", "-O", "/pvc/wget/f.bin", url + f"?bench=wget{n}"]
-    began = time.monotonic()
+    began, cpu_before = time.monotonic(), cpu()
     subprocess.run(wget, check=True)
     with open("/pvc/wget/f.bin", "rb+") as out:
         os.fsync(out.fileno())  # the same durability as the downloader's
     results["wget"].append(time.monotonic() - began)
+    results["wget_cpu"].append(cpu() - cpu_before)
     clean("/pvc/wget")
 
 def run_fetch(n):
+    cpu_before = cpu()
     results["fetch"].append(timed(fetch(f"bench=fetch{n}", "/pvc/fetch")))
+    results["fetch_cpu"].append(cpu() - cpu_before)
     clean("/pvc/fetch")
 
-results = {"fetch": [], "wget": []}
+results = {"fetch": [], "wget": [], "fetch_cpu": [], "wget_cpu": []}
 subprocess.run(["/tools/busybox", "wget", "-q", "-O", "/dev/null", url + "?warm=1"], check=True)
 # The harness's volume is a sparse image: its first write of a block costs more than the
 # next ones, and each side's files land in other block groups. Fill it whole once (dd ends
@@ -89,7 +96,8 @@ for n in range(rounds + 1):
     first(n)
     second(n)
 # The first round warms the volume and the page cache: not counted.
-results["fetch"], results["wget"] = results["fetch"][1:], results["wget"][1:]
+for key in ("fetch", "wget", "fetch_cpu", "wget_cpu"):
+    results[key] = results[key][1:]
 
 # Kill half-way (the server is slowed so that "half" can be seen), then resume.
 rate = 50 * 2**20
@@ -239,6 +247,10 @@ def main() -> None:
         bench("data_fetch_MBps", size / fetch_s / 1e6, "MB/s")
         bench("data_curl_MBps", size / wget_s / 1e6, "MB/s")
         bench("data_fetch_vs_curl_ratio", statistics.median(ratios), "ratio")
+        # CPU seconds per download (user + system of the client process): on a busy 2-core
+        # machine the wall-clock ratio follows the CPU each needs.
+        bench("data_fetch_cpu_s", statistics.median(result["fetch_cpu"]), "s")
+        bench("data_curl_cpu_s", statistics.median(result["wget_cpu"]), "s")
         requests = [json.loads(line) for line in Path(data.data_log).read_text().splitlines()]
         resume = [r for r in requests if r["path"] == f"/files/{name}" and "bench=resume" in r["query"]]
         sent_first = resume[0]["sent"]
