@@ -14,7 +14,7 @@ harness's data server.
   bytes the server sent beyond the file's size, less those it had sent that never reached
   the part before the kill, as a percentage of the size (goal < 5).
 
-Needs the harness up, with its data components (`python -m harness start`).
+Needs the harness up; starts its data services if missing (`python -m harness start`).
 Prints `BENCH <name> <value> <unit>` lines.
 """
 
@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from harness import cluster as harness_cluster  # noqa: E402
 from harness import storage  # noqa: E402
-from harness.cluster import ADDABLE, ClusterInfo  # noqa: E402
+from harness.cluster import ClusterInfo  # noqa: E402
 from harness.layout import Layout  # noqa: E402
 from pypod import agent  # noqa: E402
 
@@ -192,9 +192,11 @@ def main() -> None:
     size = args.size_mb << 20
     layout = Layout.default()
     if not harness_cluster.is_up(layout):
-        raise SystemExit("the harness is not up: `python -m harness up`, then `python -m harness start`")
+        raise SystemExit("the harness is not up: `python -m harness up`")
     info = ClusterInfo.load(layout.env_file)
-    data = harness_cluster.start_components(ADDABLE, layout, report=lambda m: print(m, file=sys.stderr))
+    services = (storage.PROVISIONER_SERVICE, storage.DATA_SERVER_SERVICE)
+    harness_cluster.start_services(layout, lambda m: print(m, file=sys.stderr), services)
+    data = harness_cluster.storage_info(layout)
 
     import httpx2
     from lightkube import Client, KubeConfig, codecs

@@ -19,7 +19,8 @@ from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Node, Pod
 
 from harness import cluster as harness_cluster
-from harness.cluster import ADDABLE, ClusterInfo, StorageInfo
+from harness import storage as harness_storage
+from harness.cluster import ClusterInfo, StorageInfo
 from harness.layout import Layout
 from tests.kubehelp import phase, pod_manifest, wait_for, wait_pod
 from tests.pypodcli import run_cli
@@ -31,7 +32,10 @@ MiB = 2**20
 @pytest.fixture(scope="session")
 def storage(cluster: ClusterInfo) -> StorageInfo:
     """The provisioner and the data server: started into the running harness if missing."""
-    return harness_cluster.start_components(ADDABLE, Layout.default(), report=lambda m: print(m, file=sys.stderr))
+    layout = Layout.default()
+    services = (harness_storage.PROVISIONER_SERVICE, harness_storage.DATA_SERVER_SERVICE)
+    harness_cluster.start_services(layout, lambda m: print(m, file=sys.stderr), services)
+    return harness_cluster.storage_info(layout)
 
 
 class Files:
