@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     up_parser.add_argument("--no-build", action="store_true", help="fail instead of building what is missing")
     sub.add_parser("down", help="stop the cluster and undo its changes to the machine")
     start_parser = sub.add_parser("start", help="start services missing from a running harness (restarts nothing)")
-    start_parser.add_argument("services", nargs="*", help="default: every service (gitserver, gitssh)")
+    start_parser.add_argument(
+        "services", nargs="*", help="default: every service (gitserver, gitssh, local-path-provisioner, data-server)"
+    )
     status_parser = sub.add_parser("status", help="show what is running")
     status_parser.add_argument("--json", action="store_true")
     sub.add_parser("env", help="print shell exports for the running cluster")

@@ -15,6 +15,7 @@ from .errors import HarnessError
 from .gobuild import build_go_tools, build_kubernetes, build_kwok, kueue_manifests
 from .images import git_rootfs, pause_archive, python_rootfs
 from .layout import CNI_PACKAGE, CNI_PLUGIN_DIR, CNI_PLUGINS, HOST_TOOLS, Layout
+from .storage import build_provisioner, helper_archive
 
 Report = Callable[[str], None]
 
@@ -65,7 +66,9 @@ def build(layout: Layout | None = None, report: Report = print) -> None:
     install_packages(report)
     built = build_kubernetes(layout, report) + build_kwok(layout, report) + build_go_tools(layout, report)
     kueue_manifests(layout)
+    built += build_provisioner(layout, report)
     pause_archive(layout, report)
+    helper_archive(layout, report)
     python_rootfs(layout, report)
     git_rootfs(layout, report)
     what = ", ".join(built) if built else "nothing new (all cached)"

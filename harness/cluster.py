@@ -10,6 +10,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +20,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from . import components as c
-from . import host, kueue
+from . import host, kueue, nodefs, storage
 from .errors import HarnessError
 from .gobuild import GO_TOOL_NAMES
 from .images import containers_conf, git_image_ref, pause_archive, push_base_image, push_git_image
@@ -57,7 +58,8 @@ COMPONENT_ORDER = (
 )
 # Services beside the cluster: started by `up` after the rest, and into a running harness
 # (`harness start NAME`, or `up` when only they are missing), so adding one restarts nothing.
-SERVICES = (c.GIT_SERVER, c.GIT_SSH)
+SERVICES = (c.GIT_SERVER, c.GIT_SSH, storage.PROVISIONER_SERVICE, storage.DATA_SERVER_SERVICE)
+STORAGE_STATE = ("local-path", "data-server")
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,8 @@ class ClusterInfo:
 def check_prerequisites(layout: Layout) -> None:
     if os.geteuid() != 0:
         raise HarnessError("the harness must run as root", hint="it creates a bridge, iptables rules and cgroups")
-    missing_bins = [name for name in (*KUBE_COMMANDS, "kwok", *GO_TOOL_NAMES) if not layout.binary(name).exists()]
+    binaries = (*KUBE_COMMANDS, "kwok", *GO_TOOL_NAMES, storage.PROVISIONER_BINARY)
+    missing_bins = [name for name in binaries if not layout.binary(name).exists()]
     if missing_bins:
         raise HarnessError(
             f"not built yet: {', '.join(missing_bins)} (looked in {layout.bin})",
@@ -241,8 +244,10 @@ def _reset_state(layout: Layout) -> None:
     """A fresh cluster each `up`: new etcd, new kubelet and pod state. PKI and
     containerd's image store are kept, so pulled images stay cached."""
     host.unmount_all_under(layout.state)
-    for sub in ("data", "kubelet", "pod-logs", "cni", "netns", "config", "pids", "logs", "kueue"):
+    for sub in ("data", "kubelet", "pod-logs", "cni", "netns", "config", "pids", "logs", "kueue", *STORAGE_STATE):
         shutil.rmtree(layout.state / sub, ignore_errors=True)
+    storage_info_path(layout).unlink(missing_ok=True)
+    (layout.state / "storage-ports.json").unlink(missing_ok=True)
     shutil.rmtree(c.containerd_paths(layout)["state"], ignore_errors=True)
     for sub in ("data", "kubelet", "pod-logs", "logs", "pids"):
         (layout.state / sub).mkdir(parents=True, exist_ok=True)
@@ -296,6 +301,8 @@ def _start_all(layout: Layout, starter: _Starter, report: Report) -> ClusterInfo
     host.create_bridge()
     host.add_drop_rule()
     _write_configs(layout, ports, pki)
+    # Before containerd and the kubelet: their state on a filesystem cAdvisor can measure.
+    nodefs.mount_node_fs(layout)
     server = c.apiserver_url(ports)
 
     registry = starter.start(c.registry(layout))
@@ -469,6 +476,84 @@ def _buildx_builder(layout: Layout) -> str:
     return str(layout.docker_config)
 
 
+@dataclass(frozen=True)
+class StorageInfo:
+    """Where the data components of a running harness are; saved as storage.json (beside
+    cluster.json, whose fields every checkout's ClusterInfo must be able to read)."""
+
+    data_server: str  # base URL, reachable from pods and from this machine
+    data_root: str  # the folder it serves as /files/NAME
+    data_log: str  # JSON lines, one per response
+    provisioner_health: str
+    rwo_class: str = storage.RWO_CLASS
+    rwx_class: str = storage.RWX_CLASS
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=2) + "\n"
+
+    @classmethod
+    def load(cls, path: Path) -> StorageInfo:
+        return cls(**json.loads(path.read_text()))
+
+
+def storage_info_path(layout: Layout) -> Path:
+    return layout.state / "storage.json"
+
+
+def _storage_ports(layout: Layout) -> dict[str, int]:
+    """The two ports, kept for the life of the cluster so a restarted component keeps its URL."""
+    path = layout.state / "storage-ports.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    health, data = free_ports(2)
+    ports = {"provisioner_health": health, "data_server": data}
+    path.write_text(json.dumps(ports))
+    return ports
+
+
+def storage_info(layout: Layout) -> StorageInfo:
+    """Where the data components are (their ports kept for the cluster's life); saved as storage.json."""
+    ports = _storage_ports(layout)
+    data_dir = layout.state / "data-server"
+    info = StorageInfo(
+        data_server=f"http://{BRIDGE_IP}:{ports['data_server']}",
+        data_root=str(data_dir / "files"),
+        data_log=str(data_dir / "requests.jsonl"),
+        provisioner_health=f"http://127.0.0.1:{ports['provisioner_health']}",
+    )
+    storage_info_path(layout).write_text(info.to_json())
+    return info
+
+
+def _start_provisioner(layout: Layout, starter: _Starter) -> None:
+    """local-path-provisioner, with its objects and its helper image (imported into containerd)."""
+    info = storage_info(layout)
+    storage.build_provisioner(layout, starter.report)  # no-op when built; a checkout newer than the build
+    storage.prepare_host(layout)
+    socket_path = c.containerd_paths(layout)["socket"]
+    _ctr(socket_path, "-n", "k8s.io", "images", "import", str(storage.helper_archive(layout, starter.report)))
+    items = storage.storage_objects(layout)
+    _kubectl(layout, "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    record = starter.start(storage.provisioner(layout, _storage_ports(layout)["provisioner_health"]))
+    starter.wait(record, lambda: _http_ok(f"{info.provisioner_health}/ready"), 60, "its /ready did not answer 200")
+
+
+def _start_data_server(layout: Layout, starter: _Starter) -> None:
+    from . import dataserver
+
+    info = storage_info(layout)
+    port = _storage_ports(layout)["data_server"]
+    data_dir = Path(info.data_root).parent
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # Run from a copy: the server outlives the checkout that started it.
+    script = data_dir / "dataserver.py"
+    shutil.copyfile(dataserver.__file__, script)
+    argv = [sys.executable, str(script), f"--host={BRIDGE_IP}", f"--port={port}"]
+    argv += [f"--root={info.data_root}", f"--log={info.data_log}"]
+    record = starter.start(c.Component(storage.DATA_SERVER_SERVICE, argv))
+    starter.wait(record, lambda: _accepts_tcp(BRIDGE_IP, port), 20)
+
+
 def restart_apiserver(layout: Layout | None = None, report: Report = print) -> float:
     """Stop and start kube-apiserver with the same flags (for tests of clients that must
     survive it); returns the seconds it was away."""
@@ -533,6 +618,8 @@ def status(layout: Layout | None = None) -> dict[str, object]:
         for name in (*COMPONENT_ORDER, *SERVICES)
     }
     result: dict[str, object] = {"components": components, "up": is_up(layout)}
+    if storage_info_path(layout).exists():
+        result["data_server"] = StorageInfo.load(storage_info_path(layout)).data_server
     if layout.env_file.exists():
         info = ClusterInfo.load(layout.env_file)
         result["kubeconfig"] = info.admin_kubeconfig
@@ -637,6 +724,10 @@ def start_services(layout: Layout, report: Report = print, names: tuple[str, ...
             _start_git_server(layout, starter)
         elif name == c.GIT_SSH:
             _start_git_ssh(layout, starter)
+        elif name == storage.PROVISIONER_SERVICE:
+            _start_provisioner(layout, starter)
+        elif name == storage.DATA_SERVER_SERVICE:
+            _start_data_server(layout, starter)
 
 
 def _start_git_server(layout: Layout, starter: _Starter) -> GitServer:

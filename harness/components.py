@@ -23,6 +23,7 @@ from .layout import (
     SERVICE_CIDR,
     Layout,
 )
+from .nodefs import enabled as nodefs_enabled
 from .pki import FRONT_PROXY_CLIENT, Pki
 
 KWOK_POD_CIDR = "10.99.0.0/16"
@@ -311,7 +312,9 @@ def kubelet_config(layout: Layout, ports: Ports, pki: Pki) -> str:
         "failSwapOn": False,
         "containerRuntimeEndpoint": f"unix://{containerd_paths(layout)['socket']}",
         "enforceNodeAllocatable": [],
-        "localStorageCapacityIsolation": False,
+        # Reports ephemeral-storage (and enforces its limits): the node's state is on a
+        # loop-mounted filesystem cAdvisor can measure (harness/nodefs.py).
+        "localStorageCapacityIsolation": nodefs_enabled(),
         "podLogsDir": str(layout.state / "pod-logs"),
         "serializeImagePulls": False,
         "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},

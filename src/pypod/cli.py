@@ -32,6 +32,7 @@ COMMANDS = (
     "jupyter",
     "git-secret",
     "dashboard",
+    "data",
 )
 RUN_COMMANDS = ("start", "run", "jupyter")
 
@@ -71,6 +72,9 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--profile", help="Settings profile ([tool.pypod.profiles.NAME] or the user config)."),
         click.option("--env", "-e", "env", multiple=True, help="KEY=VALUE for the driver (repeatable)."),
         click.option("--label", "-l", "labels", multiple=True, help="KEY=VALUE label on the Job (repeatable)."),
+        click.option(
+            "--pvc", "pvcs", multiple=True, help="NAME[:MOUNT[:ro]]: mount a PVC (default /data/NAME; repeatable)."
+        ),
         click.option("--python", help="Interpreter command (default: ipython if the image has it, else python)."),
         click.option("--template", type=click.Path(dir_okay=False), help="julia_pod-style driver.yaml.template."),
         click.option("--runid", help="Name of the run (default: repo-branch-time-random)."),
@@ -482,6 +486,15 @@ def _python_lines(spec: Any, base_image: str, platform: str) -> list[str]:
     lines = [f"python:       {asked}; {base}"]
     warning = mismatch_warning(spec, base_image, have)
     return [*lines, f"              {warning}"] if warning else lines
+
+
+def _add_data_commands() -> None:
+    from .data.cli import data
+
+    main_group.add_command(data)
+
+
+_add_data_commands()
 
 
 def _route(argv: list[str]) -> list[str]:

@@ -54,6 +54,7 @@ except ImportError as exc:  # the usual cause: a driver image without dask
         "add `distributed` and `lightkube` to the project's requirements"
     ) from exc
 
+from .data.volumes import PvcMount, add_pvc_mounts, claim_problems, parse_pvcs
 from .errors import Forbidden, PypodError, UsageError
 from .gitsource import copy_to_worker
 from .kube.groups import (
@@ -225,7 +226,18 @@ class _PodManager:
         prime_decoders(Pod)
         # kubectl's rules (merged $KUBECONFIG, exec plugins), else the pod's service account.
         self.client = connect_async(self.cluster.namespace, field_manager="pypod-cluster")
+        await self._check_claims()
         self.tasks = [asyncio.create_task(self._watch()), asyncio.create_task(self._every_half_second())]
+
+    async def _check_claims(self) -> None:
+        """A missing PVC fails before any worker is made, naming those there are."""
+        if not self.cluster.pvcs:
+            return
+        from lightkube.resources.core_v1 import PersistentVolumeClaim
+
+        namespace = self.cluster.namespace
+        claims = [c.to_dict() async for c in self.client.list(PersistentVolumeClaim, namespace=namespace)]
+        claim_problems(self.cluster.pvcs, claims, [], {}, namespace)
 
     def _notify(self) -> None:
         """Wake everyone waiting on a change (each waiter holds the event of its time)."""
@@ -258,6 +270,7 @@ class _PodManager:
         if c.git_driver is not None:
             # A --git driver's code: the same initContainer fetches the same commit.
             pod = copy_to_worker(c.git_driver, pod, os.environ.get("PYTHONPATH", ""))
+        add_pvc_mounts(pod["spec"], pod["spec"]["containers"][0], c.pvcs)
         return configure_pod(group, pod)
 
     async def create(self, manifest: dict[str, Any]) -> None:
@@ -594,6 +607,9 @@ class K8sCluster(SpecCluster):
     integration) and count against its quota. It defaults to the driver's own queue
     (``pypod --queue``); ``queue=""`` opts out. ``gpu_product`` selects nodes by their
     ``nvidia.com/gpu.product`` label.
+    ``pvcs`` mounts PVCs in every worker, as ``--pvc`` does in the driver:
+    ``pvcs=["datasets:/data/datasets:ro"]`` (``NAME[:MOUNT[:ro]]``, default mount
+    /data/NAME), so the workers see the same data.
     """
 
     def __init__(
@@ -612,6 +628,7 @@ class K8sCluster(SpecCluster):
         labels: dict[str, str] | None = None,
         node_selector: dict[str, str] | None = None,
         tolerations: list[dict[str, Any]] | None = None,
+        pvcs: list[str | PvcMount] | None = None,
         pending_timeout: float = 180,
         configure: PodHook | None = None,
         replace: bool = True,
@@ -648,6 +665,7 @@ class K8sCluster(SpecCluster):
         }
         self.pending_timeout, self.death_timeout, self.stream_logs = pending_timeout, death_timeout, stream_logs
         self.queue = os.environ.get(ENV_QUEUE) if queue is None else queue
+        self.pvcs = tuple(p if isinstance(p, PvcMount) else parse_pvcs([p])[0] for p in pvcs or ())
         self.threads = parse_threads(threads)
         self.replace_policy = ReplacePolicy(max_failures, failure_window) if replace else None
         self._events: list[WorkerEnd] = []

@@ -108,3 +108,9 @@ class Rejected(PypodError):
     """An admission webhook of the cluster (e.g. Kueue's) refused what pypod created."""
 
     exit_code = 78
+
+
+class DataFailed(PypodError):
+    """A `pypod data fetch` ended without every file done."""
+
+    exit_code = 79

@@ -17,6 +17,10 @@ RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["kueue.x-k8s.io"], "resources": ["localqueues", "workloads"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["visibility.kueue.x-k8s.io"], "resources": ["localqueues/pendingworkloads"], "verbs": ["get"]},
+    # `--pvc` looks its claims up first; `pypod data` creates a missing one, and keeps each
+    # fetch's URLs in a Secret that its Job owns.
+    {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["create", "get", "list"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "patch", "delete"]},
 ]
 
 

@@ -61,6 +61,7 @@ class Settings:
     generate_name: bool = False  # the apiserver names the Job (metadata.generateName), as some clusters require
     env: tuple[tuple[str, str], ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
+    pvcs: tuple[str, ...] = ()  # NAME[:MOUNT[:ro]] each: PVCs mounted in the driver (data/volumes.py)
     python: str | None = None  # None: ipython if the image has it, else python
     template: str | None = None
     runid: str | None = None
@@ -144,7 +145,7 @@ def read_pyproject(root: Path) -> dict[str, Any]:
     return {k.replace("-", "_"): v for k, v in table.items()}
 
 
-FLAG_NAMES = {"port_forwards": "--port-forward", "labels": "--label", "sync": "--no-sync"}
+FLAG_NAMES = {"port_forwards": "--port-forward", "labels": "--label", "sync": "--no-sync", "pvcs": "--pvc"}
 
 
 def _check_known(table: Mapping[str, Any], where: str) -> None:
@@ -227,6 +228,9 @@ def resolve(
         )
     check_build_args(settings.build_args)
     settings = settings.replace(threads=str(parse_threads(settings.threads)))
+    from .data.volumes import parse_pvcs
+
+    parse_pvcs(settings.pvcs)
     if settings.gpu < 0:
         raise UsageError(f"--gpu must be 0 or more, got {settings.gpu}", hint="e.g. --gpu 1")
     return settings

@@ -196,3 +196,62 @@ def test_pki_signs_certificates_added_later_with_the_ca_already_there(tmp_path: 
     assert "visibility-server.kueue-system.svc" in sans.get_values_for_type(x509.DNSName)
     front_proxy = x509.load_pem_x509_certificate(pki.front_proxy_client_cert.read_bytes())
     front_proxy.verify_directly_issued_by(x509.load_pem_x509_certificate(pki.front_proxy_ca_cert.read_bytes()))
+
+
+def test_storage_classes_configmap_and_provisioner_command(tmp_path: Path):
+    from harness import storage
+
+    layout = Layout(cache=tmp_path / "cache", state=tmp_path / "state")
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in storage.storage_objects(layout)}
+    rwo = objects[("StorageClass", storage.RWO_CLASS)]
+    rwx = objects[("StorageClass", storage.RWX_CLASS)]
+    assert rwo["metadata"]["annotations"] == {storage.DEFAULT_CLASS_ANNOTATION: "true"}
+    assert (rwo["volumeBindingMode"], rwx["volumeBindingMode"]) == ("WaitForFirstConsumer", "Immediate")
+    data = objects[("ConfigMap", storage.CONFIGMAP)]["data"]
+    config = json.loads(data["config.json"])["storageClassConfigs"]
+    assert config[storage.RWX_CLASS] == {"sharedFileSystemPath": str(storage.rwx_root(layout))}
+    assert config[storage.RWO_CLASS]["nodePathMap"][0]["paths"] == [str(storage.rwo_root(layout))]
+    assert 'truncate -s "$VOL_SIZE_BYTES"' in data["setup"] and f"{storage.rwx_root(layout)}/*) exit 0" in data["setup"]
+    helper = json.loads(data["helperPod.yaml"])["spec"]["containers"][0]
+    assert helper["image"] == storage.HELPER_IMAGE and helper["securityContext"] == {"privileged": True}
+    assert {"name": "data", "mountPath": "", "mountPropagation": "Bidirectional"} in helper["volumeMounts"]
+    argv = storage.provisioner(layout, 4321).argv
+    assert "--health-port=4321" in argv and f"--kubeconfig={layout.admin_kubeconfig}" in argv
+
+
+def test_the_provisioner_is_rebuilt_when_its_version_changes(tmp_path: Path):
+    from harness import storage
+
+    layout = Layout(cache=tmp_path / "cache", state=tmp_path / "state")
+    layout.bin.mkdir(parents=True)
+    layout.binary(storage.PROVISIONER_BINARY).write_text("")
+    assert not storage.provisioner_is_current(layout)
+    (layout.bin / f".{storage.PROVISIONER_BINARY}.version").write_text("v0.0.36")
+    assert not storage.provisioner_is_current(layout)
+    (layout.bin / f".{storage.PROVISIONER_BINARY}.version").write_text(storage.LOCAL_PATH_VERSION)
+    assert storage.provisioner_is_current(layout)
+
+
+def test_the_node_keeps_its_state_on_a_filesystem_it_can_measure(tmp_path: Path):
+    from harness import nodefs
+
+    layout = Layout(cache=tmp_path / "cache", state=tmp_path / "state")
+    fs = nodefs.node_fs(layout)
+    assert dict(fs.binds) == {
+        fs.mount / "kubelet": layout.state / "kubelet",
+        fs.mount / "containerd": layout.state / "containerd",
+    }
+    assert c.containerd_paths(layout)["root"].is_relative_to(layout.state / "containerd")
+    config = json.loads(c.kubelet_config(layout, _ports(), Pki(tmp_path / "pki")))
+    assert config["localStorageCapacityIsolation"] is True
+
+
+def test_the_node_filesystem_can_be_switched_off(tmp_path: Path, monkeypatch):  # type: ignore[no-untyped-def]
+    from harness import nodefs
+
+    monkeypatch.setenv(nodefs.SWITCH, "off")
+    layout = Layout(cache=tmp_path / "cache", state=tmp_path / "state")
+    config = json.loads(c.kubelet_config(layout, _ports(), Pki(tmp_path / "pki")))
+    assert config["localStorageCapacityIsolation"] is False
+    nodefs.mount_node_fs(layout)  # does nothing: no image, no mount
+    assert not nodefs.node_fs(layout).image.exists()

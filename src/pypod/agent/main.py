@@ -1,7 +1,8 @@
 """The agent's entry point inside the pod: ``agent.pyz ROLE ...``.
 
 Roles: ``host`` and ``attach`` (the interactive session, session.py), ``sync``
-(one side of the live folder sync, syncd.py) and ``info`` (what this pod has, resources.py).
+(one side of the live folder sync, syncd.py), ``info`` (what this pod has, resources.py)
+and ``data`` (downloads onto a volume and their states, fetch.py).
 """
 
 import sys
@@ -26,8 +27,12 @@ def main(argv):
         from .resources import main as info_main
 
         return info_main(rest)
+    if role == "data":
+        from .fetch import main as data_main
+
+        return data_main(rest)
     sys.stderr.write(
         "usage: agent.pyz host [--keep-alive S] [--detach] -- COMMAND... | attach | sync"
-        " | info [--json|--export|--banner]\n"
+        " | info [--json|--export|--banner] | data fetch PLAN | data states DEST | data ls PATH\n"
     )
     return 2

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..data.volumes import PvcMount, add_pvc_mounts
 from ..names import label_value
 from .gpus import GPU_PRODUCT_LABEL, GPU_RESOURCE
 from .podenv import identity_env, image_env, resource_env, thread_env
@@ -56,6 +57,7 @@ class RunSpec:
     generate_name: bool = False
     env: tuple[tuple[str, str], ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
+    pvcs: tuple[PvcMount, ...] = ()
     workdir: str | None = None
     ttl_seconds: int = 300
     detach: bool = False
@@ -192,6 +194,7 @@ def apply_run_options(job: dict[str, Any], spec: RunSpec) -> dict[str, Any]:
         driver["resources"] = resources
     if spec.shm:
         _add_shm(pod, driver, spec.shm)
+    add_pvc_mounts(pod, driver, spec.pvcs)
     existing = driver.get("env") or []
     taken = {e["name"] for e in existing} | {k for k, _ in spec.env}
     cpu_limit = (resources.get("limits") or {}).get("cpu")

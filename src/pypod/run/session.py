@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import agent
+from ..data.volumes import parse_pvcs
 from ..errors import NotFound, PypodError, UsageError
 from ..kube.manifests import DRIVER_CONTAINER, RunSpec, driver_job, job_command
 from ..kube.queue import QueueTarget, expand_queue, job_queue
@@ -96,6 +97,7 @@ def plan_run(
         generate_name=settings.generate_name,
         env=settings.env,
         labels=settings.labels,
+        pvcs=parse_pvcs(settings.pvcs),
         workdir=settings.workdir,
         ttl_seconds=settings.ttl_seconds,
         detach=settings.detach,
@@ -192,6 +194,7 @@ def start(settings: Settings, project: Project, request: RunRequest, out: Output
     preview = plan_run(settings, project, request, local_user(), "<image>", namespace=session.namespace)
     queue_info = session.check_queue(job_queue(driver_job(preview, template_text, template_source)))
     session.check_gpus(settings.gpu, settings.gpu_product)
+    check_volumes(session, settings, out)
     ship = ship_git_image if source else ship_image
     image = settings.image or ship(settings, project, out)
     spec = plan_run(settings, project, request, local_user(), image, namespace=session.namespace)
@@ -291,6 +294,17 @@ def _run(
         guard.disarm(name)
         out.info(f"{why}; deleted {name}")
         return stop_exit_code(exc)
+
+
+def check_volumes(session: Driver, settings: Settings, out: Output) -> None:
+    """Before anything is built or submitted: every --pvc is there (else one line listing
+    those that are), and a warning for each single-node claim that a pod holds elsewhere."""
+    if not settings.pvcs:
+        return
+    from ..data.volumes import check_claims
+
+    for warning in check_claims(session, parse_pvcs(settings.pvcs)):
+        out.info(warning)
 
 
 def ship_image(settings: Settings, project: Project, out: Output) -> str:
