@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import AlreadyExists, ClusterUnreachable, Forbidden, KubeconfigError, NotFound, PypodError, Rejected
 from .kubeconfig import (
@@ -206,3 +207,21 @@ def translate_api_error(exc: Exception, verb: str, resource: str, namespace: str
             hint="choose another --runid, or remove the old run with `pypod rm NAME`",
         )
     return PypodError(f"the API refused to {verb} {what} ({code}): {message}")
+
+
+class Connection:
+    """A client, where it points, and API failures turned into one-line pypod errors:
+    what every command that talks to a namespace starts from."""
+
+    def __init__(self, kubeconfig: str | None, context: str | None, namespace: str | None) -> None:
+        self.client: Any
+        self.client, self.target = connect(kubeconfig, context, namespace)
+
+    @property
+    def namespace(self) -> str:
+        return self.target.namespace
+
+    @contextlib.contextmanager
+    def api(self, verb: str, resource: str, name: str = "") -> Iterator[None]:
+        with api_errors(verb, resource, self.namespace, self.target.server, name):
+            yield

@@ -7,12 +7,12 @@ import contextlib
 import getpass
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import agent
 from ..errors import AlreadyExists, Forbidden, NotFound, PypodError, StreamError
+from ..kube.client import Connection
 from ..kube.manifests import DRIVER_CONTAINER, JOB_NAME_LABEL
 from ..settings import Settings
 from . import history
@@ -39,16 +39,14 @@ def history_path(settings: Settings) -> Path:
     return Path(settings.history_file).expanduser()
 
 
-class Driver:
+class Driver(Connection):
     """One run's driver Job and pod on the cluster, reached through the API and kubectl:
     the I/O around the pure plan."""
 
     def __init__(self, settings: Settings, out: Output) -> None:
-        from ..kube.client import connect
-
+        super().__init__(settings.kubeconfig, settings.context, settings.namespace)
         self.settings = settings
         self.out = out
-        self.client, self.target = connect(settings.kubeconfig, settings.context, settings.namespace)
         self._kubectl: Kubectl | None = None
 
     def kubectl(self) -> Kubectl:
@@ -58,17 +56,6 @@ class Driver:
         if self._kubectl is None:
             self._kubectl = Kubectl(find_kubectl(), self.target)
         return self._kubectl
-
-    @property
-    def namespace(self) -> str:
-        return self.target.namespace
-
-    @contextlib.contextmanager
-    def api(self, verb: str, resource: str, name: str = "") -> Iterator[None]:
-        from ..kube.client import api_errors
-
-        with api_errors(verb, resource, self.namespace, self.target.server, name):
-            yield
 
     def create_job(self, job: dict[str, Any]) -> tuple[str, str]:
         """Create the Job; its name (the apiserver's, with generateName) and uid."""
