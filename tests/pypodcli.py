@@ -58,16 +58,18 @@ class Terminal:
         self.output += data
         return True
 
-    def expect(self, token: str, timeout: float = 60) -> float:
-        """Wait until `token` is shown after the previous match; returns the seconds it took."""
+    def expect(self, token: str, timeout: float = 60, *others: str) -> float:
+        """Wait until `token` (or one of `others`) is shown after the previous match; returns
+        the seconds it took."""
         started = time.monotonic()
-        needle = token.encode()
-        while needle not in self.output[self.seen :]:
+        needles = [t.encode() for t in (token, *others)]
+        while not (found := [n for n in needles if n in self.output[self.seen :]]):
             if time.monotonic() - started > timeout:
                 raise AssertionError(f"{token!r} not shown within {timeout}s; screen tail:\n{self.text()[-1500:]}")
             if not self._pump(0.2):
                 raise AssertionError(f"pypod ended before showing {token!r}; screen tail:\n{self.text()[-1500:]}")
-        self.seen = self.output.index(needle, self.seen) + len(needle)
+        shown = min(found, key=lambda n: self.output.index(n, self.seen))
+        self.seen = self.output.index(shown, self.seen) + len(shown)
         return time.monotonic() - started
 
     def send(self, text: str) -> None:

@@ -100,7 +100,9 @@ def _trial(index: int, planned: str, signum: int, env: dict[str, str], project: 
     term = Terminal(args, trial_env, cwd=project)
     try:
         if planned == "build":
-            term.expect("preparing the project's image", 120)
+            # A status line is drawn at the spinner's next tick, so a quick step's own
+            # line may never reach the screen: any line of the build will do.
+            term.expect("preparing the project's image", 120, "building the dependency image")
             delay = rng.uniform(0.0, 4.0)
         elif planned == "wait":
             term.expect(" created in namespace ", 120)
