@@ -29,6 +29,7 @@ import hashlib
 import http.client
 import json
 import os
+import queue
 import socket
 import ssl
 import sys
@@ -41,8 +42,9 @@ import urllib.request
 STATE_DIR = ".pypod-fetch"
 # Read and written 64 KiB at a time: measured here, 1 MiB reads were 2-3x slower end to
 # end (each a fresh buffer above glibc's mmap threshold); 64 KiB is what wget uses.
-CHUNK = 1 << 16
+CHUNK = 1 << 18
 HASH_CHUNK = 1 << 22
+WRITEBACK_EVERY = 1 << 24
 STATE_EVERY_S = 1.0
 RATE_WINDOW_S = 10.0
 EXIT_FAILED = 3
@@ -365,30 +367,35 @@ class FileFetch:
         raise Transient(why)
 
     def _stream(self, response, total):
+        """Append the body to the part: this thread reads from the network while a writer
+        thread writes and hashes (both release the GIL), so the three overlap."""
         progress = self.progress
+        writer = PartWriter(self.part, self.hasher, self.have)
+        broke = None
         try:
-            with open(self.part, "ab") as out:
-                while True:
-                    try:
-                        chunk = response.read(CHUNK)
-                    except (http.client.HTTPException, OSError) as exc:
-                        raise Transient("the connection broke (%s)" % (exc.__class__.__name__,)) from exc
-                    if not chunk:
-                        break
-                    try:
-                        out.write(chunk)
-                    except OSError as exc:
-                        self._write_failed(exc, self.have)
-                    self.hasher.update(chunk)
-                    self.have += len(chunk)
-                    progress.advance(self.have)
+            while True:
+                buffer = writer.free_buffer()
+                if buffer is None:
+                    break  # the writer failed: its error is raised below
                 try:
-                    out.flush()
-                    os.fsync(out.fileno())
-                except OSError as exc:
-                    self._write_failed(exc, self.have)
+                    count = response.readinto(buffer)
+                except (http.client.HTTPException, OSError) as exc:
+                    broke = Transient("the connection broke (%s)" % (exc.__class__.__name__,))
+                    writer.give_back(buffer)
+                    break
+                if not count:
+                    writer.give_back(buffer)
+                    break
+                writer.put(buffer, count)
+                progress.advance(writer.received)
         finally:
+            writer.close()
+            self.have = writer.written
             progress.set(done=self.have)
+        if writer.error is not None:
+            self._write_failed(writer.error, self.have)
+        if broke is not None:
+            raise broke
         if total is not None and self.have < total:
             raise Transient("the connection closed after %d of %d bytes" % (self.have, total))
         if total is not None and self.have > total:
@@ -439,6 +446,86 @@ class FileFetch:
                     break
                 hasher.update(chunk)
                 left -= len(chunk)
+
+
+class PartWriter:
+    """Writes buffers to the part in a thread of its own, hashing what it wrote; a few
+    buffers of CHUNK bytes go round between it and the reader, so memory stays bounded.
+    `written` counts the bytes on disk (and in the hash); after close() the part is
+    flushed and fsynced, or `error` holds the OSError that stopped it."""
+
+    BUFFERS = 8
+
+    def __init__(self, path, hasher, have):
+        self.hasher = hasher
+        self.received = have
+        self.written = have
+        self._advised = have
+        self.error = None
+        self._free = queue.Queue()
+        self._full = queue.Queue()
+        for _ in range(self.BUFFERS):
+            self._free.put(bytearray(CHUNK))
+        self._path = path
+        self._thread = threading.Thread(target=self._run, name="pypod-part-writer", daemon=True)
+        self._thread.start()
+
+    def free_buffer(self):
+        """A buffer to read into; None once the writer has failed."""
+        buffer = self._free.get()
+        return None if self.error is not None else buffer
+
+    def give_back(self, buffer):
+        self._free.put(buffer)
+
+    def put(self, buffer, count):
+        self.received += count
+        self._full.put((buffer, count))
+
+    def close(self):
+        self._full.put(None)
+        self._thread.join()
+
+    def _run(self):
+        try:
+            with open(self._path, "ab", buffering=0) as part:
+                while True:
+                    item = self._full.get()
+                    if item is None:
+                        break
+                    buffer, count = item
+                    if self.error is None:
+                        self._write(part, memoryview(buffer)[:count])
+                    self._free.put(buffer)
+                if self.error is None:
+                    os.fsync(part.fileno())
+        except OSError as exc:
+            self.error = exc
+            # Drain, so a reader waiting for a buffer or the close wakes up.
+            item = self._full.get()
+            while item is not None:
+                self._free.put(item[0])
+                item = self._full.get()
+        finally:
+            self._free.put(bytearray(0))
+
+    def _write(self, part, view):
+        try:
+            while view:
+                done = part.write(view)
+                self.hasher.update(view[:done])
+                self.written += done
+                view = view[done:]
+        except OSError as exc:
+            self.error = exc
+            return
+        if self.written - self._advised >= WRITEBACK_EVERY:
+            # Starts the kernel's writeback of what came before (without waiting for it)
+            # and lets those pages go: the final fsync has little left to wait for, and a
+            # download of terabytes does not fill the node's page cache.
+            with contextlib.suppress(AttributeError, OSError):
+                os.posix_fadvise(part.fileno(), self._advised, self.written - self._advised, os.POSIX_FADV_DONTNEED)
+            self._advised = self.written
 
 
 def _fsync_dir(path):
