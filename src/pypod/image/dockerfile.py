@@ -237,9 +237,7 @@ def render(
         lines.append(f"COPY {' '.join(sorted(n for n in context if n in ('uv.lock', 'pyproject.toml')))} {ENV_DIR}/")
         # `uv sync` installs the default groups (dev, or [tool.uv] default-groups), as uv does.
         groups = "" if include_dev else " --no-default-groups"
-        lines.append(
-            f"RUN {SECRETS} {PRELUDE}cd {ENV_DIR} && uv sync --locked --no-install-project{groups}"
-        )
+        lines.append(f"RUN {SECRETS} {PRELUDE}cd {ENV_DIR} && uv sync --locked --no-install-project{groups}")
     elif spec.kind == "setup.py":
         names = [n for n in spec.files if _name(n) in ("setup.py", "setup.cfg")]
         steps = _setup_py_steps(spec, files, context, names, ())
