@@ -1,12 +1,14 @@
 """Packages installed in a session that the project's files do not list: the next run's
-image would lack them. Pure: what the pod's session host reports, and the files' names."""
+image would lack them. Pure but for check_untracked, which reads the project's files."""
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
 from typing import Any
 
-from ..image.detect import EnvSpec
-from .record import BY_HAND, canonical, tool_command
+from ..image.detect import EnvSpec, detect
+from .record import BY_HAND, canonical, listed_names, tool_command
 
 
 def untracked(installed: list[dict[str, Any]], listed: set[str]) -> list[tuple[str, str]]:
@@ -32,3 +34,15 @@ def untracked_warning(spec: EnvSpec, found: list[tuple[str, str]]) -> str:
         f"warning: this session installed {packages}, which the project's files ({files}) do not list, "
         f"so the next run will not have {it}. To keep {it}, {how}"
     )
+
+
+def check_untracked(root: Path, installed: list[dict[str, Any]]) -> str | None:
+    """The warning for what a session installed in the project at `root` (its files read
+    here), or None when its files list all of it."""
+    spec = detect(root)
+    files = {}
+    for name in spec.files:
+        with contextlib.suppress(OSError):
+            files[name] = (root / name).read_text(errors="replace")
+    found = untracked(installed, listed_names(spec, files))
+    return untracked_warning(spec, found) if found else None
