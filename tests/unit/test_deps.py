@@ -68,7 +68,7 @@ def test_lockfile_projects_are_pointed_at_their_own_tool(tmp_path: Path, files: 
 
 def test_uv_projects_are_told_uv_add_works_in_the_pod_and_removal_names_uv_remove(tmp_path: Path):
     write(tmp_path, **{"uv.lock": "version = 1\n", "pyproject.toml": "[project]\nname='p'\n"})
-    with pytest.raises(ProjectError, match="uv.lock pins") as err:
+    with pytest.raises(ProjectError, match=r"uv\.lock pins") as err:
         dependency_target(detect(tmp_path), ["six"], remove=True)
     assert "`uv remove six`" in err.value.hint
     assert "in the pod's REPL too" in err.value.hint
@@ -76,7 +76,7 @@ def test_uv_projects_are_told_uv_add_works_in_the_pod_and_removal_names_uv_remov
 
 def test_files_pypod_does_not_write_are_refused_with_what_to_do(tmp_path: Path):
     write(tmp_path, **{"setup.py": "from setuptools import setup\nsetup()\n"})
-    with pytest.raises(ProjectError, match="setup.py, which pypod does not edit") as err:
+    with pytest.raises(ProjectError, match=r"setup\.py, which pypod does not edit") as err:
         dependency_target(detect(tmp_path), ["six"])
     assert "install_requires" in err.value.hint
 
@@ -92,7 +92,7 @@ def test_a_requirements_file_keeps_its_lines_and_comments(tmp_path: Path):
     assert edit(target, added, ["six", "Requests"], remove=True) == "# the project's packages\n-r base.txt\nnumpy\n"
     assert edit(target, "numpy", ["six"]) == "numpy\nsix\n"  # a last line without its newline
     assert edit(target, "", ["six"]) == "six\n"
-    with pytest.raises(ProjectError, match="six is not in requirements.txt"):
+    with pytest.raises(ProjectError, match=r"six is not in requirements\.txt"):
         edit(target, "numpy\n", ["six"], remove=True)
 
 
