@@ -63,7 +63,7 @@ PYINDEX_SERVICE = "pyindex"
 SERVICES = (c.GIT_SERVER, c.GIT_SSH, storage.PROVISIONER_SERVICE, storage.DATA_SERVER_SERVICE, PYINDEX_SERVICE)
 # The wheels the package index serves (pure-python, tiny), fetched on this machine with
 # `pip download` and cached across clusters: what the tests of `pypod add` install in pods.
-PYINDEX_WHEELS = ("six==1.17.0", "iniconfig==2.0.0")
+PYINDEX_WHEELS = ("six==1.17.0", "iniconfig==2.0.0", "tomli==2.0.1")
 STORAGE_STATE = ("local-path", "data-server")
 
 

@@ -38,12 +38,14 @@ def change_in_run(driver: Driver, run: str, requirements: list[str], remove: boo
             hint="check the pod with `pypod ps` and its package index",
         ) from exc
     stderr = result.stderr.strip()
+    # kubectl adds its own last line ("command terminated with exit code 80").
     last = stderr.splitlines()[-1] if stderr else ""
+    ours = next((line for line in reversed(stderr.splitlines()) if line.startswith("pypod: ")), None)
     if result.returncode == 0:
         sys.stdout.write(f"{run}: {result.stdout.strip()}\n")
         return 0
-    if last.startswith("pypod: "):
-        sys.stderr.write(f"pypod: in {run}'s pod: {last.removeprefix('pypod: ')}\n")
+    if ours is not None:
+        sys.stderr.write(f"pypod: in {run}'s pod: {ours.removeprefix('pypod: ')}\n")
         return result.returncode
     if "No module named pypod" in stderr:
         raise NotFound(
