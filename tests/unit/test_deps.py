@@ -162,7 +162,16 @@ def test_outside_a_pod_add_only_edits_the_file(tmp_path: Path, monkeypatch: pyte
     assert in_pypod_pod({"PYPOD_RUN": "r-1"}) and not in_pypod_pod({})
 
 
-def test_in_a_pod_a_package_that_cannot_be_installed_leaves_the_file_alone(tmp_path: Path):
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("requirements.txt", "numpy  # arrays\n"),
+        # TOML: tomlkit and packaging come from pypod's vendor folder, the venv has neither.
+        ("pyproject.toml", '[project]\nname = "p"\nversion = "0"\ndependencies = [\n  "numpy",  # arrays\n]\n'),
+        ("Pipfile", '[packages]\nnumpy = "*"  # arrays\n'),
+    ],
+)
+def test_in_a_pod_a_package_that_cannot_be_installed_leaves_the_file_alone(tmp_path: Path, name: str, text: str):
     # A real interpreter with nothing installed, pypod laid out as in a pod's image (with
     # its vendored libraries), a real uv, and an index that has nothing.
     venv = tmp_path / "venv"
@@ -170,7 +179,7 @@ def test_in_a_pod_a_package_that_cannot_be_installed_leaves_the_file_alone(tmp_p
     for rel, source in pypod_files().items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, tmp_path / rel)
-    project = write(tmp_path / "p", **{"requirements.txt": "numpy  # arrays\n"})
+    project = write(tmp_path / "p", **{name: text})
     index = tmp_path / "index"
     index.mkdir()
     script = "import sys; from pypod.deps.__main__ import main; sys.exit(main(sys.argv[1:]))"
@@ -190,7 +199,7 @@ def test_in_a_pod_a_package_that_cannot_be_installed_leaves_the_file_alone(tmp_p
     assert line.startswith("pypod: cannot install pypod-no-such-package: ")
     assert "pypod-no-such-package" in line.partition(": cannot install ")[2].partition(": ")[2]
     assert "files were left as they were" in line
-    assert (project / "requirements.txt").read_text() == "numpy  # arrays\n"
+    assert (project / name).read_text() == text
 
 
 def test_the_resolvers_reason_is_one_line():
