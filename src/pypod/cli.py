@@ -402,7 +402,8 @@ def _change(requirements: tuple[str, ...], run_name: str | None, target: dict[st
     if run_name:
         from .deps.remote import change_in_run
 
-        return change_in_run(_connect(target), run_name, list(requirements), remove)
+        click.echo(change_in_run(_connect(target), run_name, list(requirements), remove))
+        return 0
     if any(target.values()):
         raise UsageError("--namespace, --context, --kubeconfig and --profile are for --run", hint="add --run RUN")
     from .deps import change

@@ -263,3 +263,28 @@ def test_the_projects_files_list_what_they_name_locked_ones_included(tmp_path: P
     assert listed_names(spec, {}) == {"six", "pytest"}
     spec = detect(write(tmp_path / "l", **{"Pipfile.lock": json.dumps({"default": {"Six": {}}, "develop": {}})}))
     assert listed_names(spec, {"Pipfile.lock": (tmp_path / "l" / "Pipfile.lock").read_text()}) == {"six"}
+
+
+def test_an_error_in_the_runs_pod_is_raised_here_as_the_same_error():
+    from pypod.deps.remote import error_for
+
+    error = error_for(80, "in r's pod: cannot install x: not found")
+    assert isinstance(error, DependencyError) and error.exit_code == 80
+    assert error.one_line() == "in r's pod: cannot install x: not found"
+    assert type(error_for(65, "m")) is ProjectError
+    assert error_for(3, "m").exit_code == 10
+
+
+def test_the_session_host_reports_what_the_environment_gained(tmp_path: Path):
+    # The agent's own code (stdlib, Python 3.8+), on this interpreter's real environment.
+    from pypod.agent.dists import installed_since, snapshot
+
+    now = snapshot()
+    assert now["click"][0] and "packaging" in now
+    before = {k: v for k, v in now.items() if k not in ("click", "pytest")}
+    before["rich"] = ("0.0.1", [])
+    gained = installed_since(before, now)
+    assert [entry["name"] for entry in gained] == ["click", "pytest", "rich"]
+    pytest_entry = next(e for e in gained if e["name"] == "pytest")
+    assert "pluggy" in pytest_entry["requires"] and pytest_entry["version"] == now["pytest"][0]
+    assert installed_since(now, now) == []

@@ -19,15 +19,26 @@ use_vendored()  # before anything imports packaging or tomlkit (in a pod, from .
 from .change import Change, change  # noqa: E402
 
 
-def add(*requirements: str) -> Change:
+def add(*requirements: str, run: str | None = None) -> Change | str:
     """Add PEP 508 requirements to the project's dependency file; in a pypod pod, install
     them into the running environment first. Raises DependencyError (nothing written) when
-    they cannot be installed, ProjectError for a project whose lock a tool of its own keeps."""
+    they cannot be installed, ProjectError for a project whose lock a tool of its own keeps.
+
+    With `run`, the change is made in that run's pod (as `pypod add --run RUN`); its line
+    is returned."""
+    if run:
+        from .remote import change_in_named_run
+
+        return change_in_named_run(run, list(requirements))
     return change(list(requirements))
 
 
-def remove(*names: str) -> Change:
+def remove(*names: str, run: str | None = None) -> Change | str:
     """Take packages out of the project's dependency file; in a pypod pod, uninstall them too."""
+    if run:
+        from .remote import change_in_named_run
+
+        return change_in_named_run(run, list(names), remove=True)
     return change(list(names), remove=True)
 
 
