@@ -152,6 +152,16 @@ def test_pypod_add_in_the_repl_and_from_the_laptop_and_a_pip_install_warned_at_e
     term.expect(f"in the pod: {listed!r}", 30)
     assert (project / "requirements.txt").read_text() == listed
 
+    # pypod.remove: out of the environment and out of the file (which comes home).
+    term.line("print(pypod.remove('six'))")
+    term.expect("<pypod: removed six from requirements.txt, and uninstalled from the running environment>", 120)
+    term.line(  # a fresh interpreter: this one still holds the imported module
+        "import subprocess, sys; print('six left:', subprocess.run([sys.executable, '-c', 'import six'], "
+        "capture_output=True).returncode == 0)"
+    )
+    term.expect("six left: False", 30)
+    wait_until(lambda: "six" not in (project / "requirements.txt").read_text(), 30, "requirements.txt without six")
+
     # pip install leaves no trace in the project: the session's end says so.
     term.line(
         "import subprocess, sys; print('pip exit', subprocess.run([sys.executable, '-m', 'pip', 'install', "
@@ -165,5 +175,6 @@ def test_pypod_add_in_the_repl_and_from_the_laptop_and_a_pip_install_warned_at_e
         "warning: this session installed tomli 2.0.1, which the project's files (requirements.txt) do not list, "
         "so the next run will not have it. To keep it, run `pypod add tomli`"
     ) in shown
-    assert "six 1.17.0," not in shown.split("warning: this session installed")[1]
+    assert "six" not in shown.split("warning: this session installed")[1]  # removed again
+    assert (project / "requirements.txt").read_text() == "# the project's packages\niniconfig==2.0.0\n"
     assert deps_tag(run_cli(["plan"], pypod_env, cwd=project)) != before

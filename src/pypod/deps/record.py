@@ -95,11 +95,15 @@ def dependency_target(spec: EnvSpec, names: list[str], remove: bool = False) -> 
     command = tool_command(spec, names, remove)
     if spec.kind in LOCK_TOOLS:
         lock = spec.files[0]
-        where = "in the pod's REPL too (`!" + command + "`), where it" if spec.kind == "uv" else "on your machine; it"
+        where = (
+            f" (in the pod's REPL too: `!{command}` changes the running interpreter's environment)"
+            if spec.kind == "uv"
+            else ""
+        )
         raise ProjectError(
             f"{lock} pins this project's environment, and {LOCK_TOOLS[spec.kind][0].split()[0]} keeps it: "
             "pypod does not half-update a lock",
-            hint=f"run `{command}` instead, {where} updates the lock and the next run's image has it",
+            hint=f"run `{command}` instead{where}; it updates the lock, and the next run's image follows it",
         )
     if spec.kind in BY_HAND:
         raise ProjectError(
