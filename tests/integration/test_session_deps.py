@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,17 @@ def test_pypod_add_in_the_repl_and_from_the_laptop_and_a_pip_install_warned_at_e
     assert f"{run}: added iniconfig==2.0.0 to requirements.txt, and installed into the running environment" in (
         added.stdout
     )
+    # The Python API does the same (here again: the entry is replaced where it stands).
+    api = subprocess.run(
+        [sys.executable, "-c", f"import pypod; print(pypod.add('iniconfig==2.0.0', run={run!r}))"],
+        env=pypod_env,
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert api.returncode == 0, api.stderr
+    assert api.stdout.startswith(f"{run}: added iniconfig==2.0.0 to requirements.txt, and installed"), api.stdout
     term.line("import iniconfig; print('iniconfig', iniconfig.__name__)")
     term.expect("iniconfig iniconfig", 30)
     wait_until(lambda: "iniconfig==2.0.0" in (project / "requirements.txt").read_text(), 30, "iniconfig locally")
