@@ -4,7 +4,7 @@ python -m harness build     # Debian packages, Go builds, images (cached)
 python -m harness up        # start the cluster; prints the kubeconfig
 python -m harness status
 python -m harness env       # `eval $(python -m harness env)` for KUBECONFIG etc.
-python -m harness start     # start services missing from a running harness (git server)
+python -m harness start     # start services missing from a running harness (git server, ...)
 python -m harness down      # stop exactly what `up` started
 """
 
@@ -27,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop the cluster and undo its changes to the machine")
     start_parser = sub.add_parser("start", help="start services missing from a running harness (restarts nothing)")
     start_parser.add_argument(
-        "services", nargs="*", help="default: every service (gitserver, gitssh, local-path-provisioner, data-server)"
+        "services",
+        nargs="*",
+        help="default: every service (gitserver, gitssh, local-path-provisioner, data-server, pyindex)",
     )
     status_parser = sub.add_parser("status", help="show what is running")
     status_parser.add_argument("--json", action="store_true")
@@ -58,7 +60,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"up: {state['up']}")
                 for name, value in state["components"].items():  # type: ignore[union-attr]
                     print(f"  {name:24} {value}")
-                for key in ("kubeconfig", "registry", "git_server", "git_ssh", "ready_nodes", "bridge", "drop_rule"):
+                for key in (
+                    "kubeconfig",
+                    "registry",
+                    "git_server",
+                    "git_ssh",
+                    "pyindex",
+                    "ready_nodes",
+                    "bridge",
+                    "drop_rule",
+                ):
                     if key in state:
                         print(f"  {key:24} {state[key]}")
                 for name, check in state.get("health", {}).items():  # type: ignore[union-attr]

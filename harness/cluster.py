@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -58,7 +59,11 @@ COMPONENT_ORDER = (
 )
 # Services beside the cluster: started by `up` after the rest, and into a running harness
 # (`harness start NAME`, or `up` when only they are missing), so adding one restarts nothing.
-SERVICES = (c.GIT_SERVER, c.GIT_SSH, storage.PROVISIONER_SERVICE, storage.DATA_SERVER_SERVICE)
+PYINDEX_SERVICE = "pyindex"
+SERVICES = (c.GIT_SERVER, c.GIT_SSH, storage.PROVISIONER_SERVICE, storage.DATA_SERVER_SERVICE, PYINDEX_SERVICE)
+# The wheels the package index serves (pure-python, tiny), fetched on this machine with
+# `pip download` and cached across clusters: what the tests of `pypod add` install in pods.
+PYINDEX_WHEELS = ("six==1.17.0", "iniconfig==2.0.0", "tomli==2.0.1")
 STORAGE_STATE = ("local-path", "data-server")
 
 
@@ -248,6 +253,9 @@ def _reset_state(layout: Layout) -> None:
         shutil.rmtree(layout.state / sub, ignore_errors=True)
     storage_info_path(layout).unlink(missing_ok=True)
     (layout.state / "storage-ports.json").unlink(missing_ok=True)
+    shutil.rmtree(layout.state / "pyindex", ignore_errors=True)
+    (layout.state / "pyindex.json").unlink(missing_ok=True)
+    (layout.state / "pyindex-port.json").unlink(missing_ok=True)
     shutil.rmtree(c.containerd_paths(layout)["state"], ignore_errors=True)
     for sub in ("data", "kubelet", "pod-logs", "logs", "pids"):
         (layout.state / sub).mkdir(parents=True, exist_ok=True)
@@ -554,6 +562,84 @@ def _start_data_server(layout: Layout, starter: _Starter) -> None:
     starter.wait(record, lambda: _accepts_tcp(BRIDGE_IP, port), 20)
 
 
+@dataclass(frozen=True)
+class PyIndexInfo:
+    """The package index of a running harness: pyindex.json beside cluster.json. Pods get
+    `env()` in their environment (pypod's --env), never in an image."""
+
+    url: str  # http://BRIDGE_IP:PORT/simple/, reachable from pods and from this machine
+    root: str  # the folder of wheels it serves
+    log: str  # JSON lines, one per response
+    wheels: tuple[str, ...] = PYINDEX_WHEELS
+
+    def env(self) -> dict[str, str]:
+        """pip's and uv's index settings for this index (plain HTTP: pip must trust the host)."""
+        host = urllib.parse.urlsplit(self.url).hostname or BRIDGE_IP
+        return {
+            "PIP_INDEX_URL": self.url,
+            "PIP_TRUSTED_HOST": host,
+            "UV_INDEX_URL": self.url,
+            "UV_DEFAULT_INDEX": self.url,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps({**self.__dict__, "wheels": list(self.wheels)}, indent=2) + "\n"
+
+    @classmethod
+    def load(cls, path: Path) -> PyIndexInfo:
+        data = json.loads(path.read_text())
+        return cls(**{**data, "wheels": tuple(data.get("wheels", PYINDEX_WHEELS))})
+
+
+def pyindex_info_path(layout: Layout) -> Path:
+    return layout.state / "pyindex.json"
+
+
+def pyindex_wheels(layout: Layout, report: Report = print) -> Path:
+    """The index's wheels, fetched once into ~/.cache/pypod-harness/pyindex (pure-python
+    wheels only, no dependencies: the list names everything the tests install)."""
+    folder = layout.cache.parent / "pyindex"
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = folder / ".fetched"
+    wanted = "\n".join(PYINDEX_WHEELS) + "\n"
+    if stamp.exists() and stamp.read_text() == wanted:
+        return folder
+    report(f"  fetching wheels for the package index: {', '.join(PYINDEX_WHEELS)}")
+    argv = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", str(folder)]
+    result = subprocess.run([*argv, *PYINDEX_WHEELS], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise HarnessError(
+            "pip download of the package index's wheels failed",
+            hint="this machine needs to reach PyPI (or PIP_INDEX_URL) once; the wheels are cached after that",
+            log_tail=result.stderr,
+        )
+    stamp.write_text(wanted)
+    return folder
+
+
+def _start_pyindex(layout: Layout, starter: _Starter) -> PyIndexInfo:
+    from . import pyindex
+
+    root = pyindex_wheels(layout, starter.report)
+    ports_file = layout.state / "pyindex-port.json"
+    if ports_file.exists():
+        port = json.loads(ports_file.read_text())["port"]
+    else:
+        port = free_ports(1)[0]
+        ports_file.write_text(json.dumps({"port": port}))
+    folder = layout.state / "pyindex"
+    folder.mkdir(parents=True, exist_ok=True)
+    # Run from a copy: the server outlives the checkout that started it.
+    script = folder / "pyindex.py"
+    shutil.copyfile(pyindex.__file__, script)
+    info = PyIndexInfo(f"http://{BRIDGE_IP}:{port}/simple/", str(root), str(folder / "requests.jsonl"))
+    argv = [sys.executable, str(script), f"--host={BRIDGE_IP}", f"--port={port}", f"--root={root}", f"--log={info.log}"]
+    record = starter.start(c.Component(PYINDEX_SERVICE, argv))
+    starter.wait(record, lambda: _http_ok(info.url), 20, "its /simple/ did not answer 200")
+    pyindex_info_path(layout).write_text(info.to_json())
+    return info
+
+
 def restart_apiserver(layout: Layout | None = None, report: Report = print) -> float:
     """Stop and start kube-apiserver with the same flags (for tests of clients that must
     survive it); returns the seconds it was away."""
@@ -620,6 +706,8 @@ def status(layout: Layout | None = None) -> dict[str, object]:
     result: dict[str, object] = {"components": components, "up": is_up(layout)}
     if storage_info_path(layout).exists():
         result["data_server"] = StorageInfo.load(storage_info_path(layout)).data_server
+    if pyindex_info_path(layout).exists() and components[PYINDEX_SERVICE] == "running":
+        result["pyindex"] = PyIndexInfo.load(pyindex_info_path(layout)).url
     if layout.env_file.exists():
         info = ClusterInfo.load(layout.env_file)
         result["kubeconfig"] = info.admin_kubeconfig
@@ -728,6 +816,8 @@ def start_services(layout: Layout, report: Report = print, names: tuple[str, ...
             _start_provisioner(layout, starter)
         elif name == storage.DATA_SERVER_SERVICE:
             _start_data_server(layout, starter)
+        elif name == PYINDEX_SERVICE:
+            _start_pyindex(layout, starter)
 
 
 def _start_git_server(layout: Layout, starter: _Starter) -> GitServer:

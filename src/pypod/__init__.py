@@ -5,6 +5,7 @@
     client = cluster.get_client()
 
     pypod.info().cpu.effective        # what this pod really has, next to its node
+    pypod.add("six>=1.16")            # installed in the pod now, and in the next run's image
 
 The names below are imported on first use, so `import pypod` (and `pypod --help`)
 stays fast.
@@ -14,9 +15,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import PypodError
+from .errors import DependencyError, PypodError
 
 __all__ = [
+    "Change",
+    "DependencyError",
     "Info",
     "K8sCluster",
     "PodKilledWorker",
@@ -24,18 +27,24 @@ __all__ = [
     "Settings",
     "WorkerEnd",
     "WorkerPodsEnded",
+    "add",
     "info",
+    "remove",
     "worker_pod_spec",
 ]
 
 if TYPE_CHECKING:
     from .agent.resources import Info
     from .cluster import K8sCluster, PodKilledWorker, WorkerPodsEnded
+    from .deps import Change, add, remove
     from .kube.workers import WorkerEnd, worker_pod_spec
     from .podinfo import info
     from .settings import Settings
 
 _LAZY = {
+    "add": ("pypod.deps", "add"),
+    "remove": ("pypod.deps", "remove"),
+    "Change": ("pypod.deps", "Change"),
     "Info": ("pypod.agent.resources", "Info"),
     "info": ("pypod.podinfo", "info"),
     "K8sCluster": ("pypod.cluster", "K8sCluster"),

@@ -33,6 +33,8 @@ COMMANDS = (
     "git-secret",
     "dashboard",
     "data",
+    "add",
+    "remove",
 )
 RUN_COMMANDS = ("start", "run", "jupyter")
 
@@ -394,6 +396,45 @@ def info_command(
         click.echo(export_lines(data), nl=False)
     else:
         podinfo.show(data)
+
+
+def _change(requirements: tuple[str, ...], run_name: str | None, target: dict[str, Any], remove: bool) -> int:
+    if run_name:
+        from .deps.remote import change_in_run
+
+        click.echo(change_in_run(_connect(target), run_name, list(requirements), remove))
+        return 0
+    if any(target.values()):
+        raise UsageError("--namespace, --context, --kubeconfig and --profile are for --run", hint="add --run RUN")
+    from .deps import change
+
+    click.echo(change(list(requirements), remove=remove).summary())
+    return 0
+
+
+@main_group.command()
+@click.argument("requirements", nargs=-1, required=True)
+@click.option("--run", "run_name", help="Make the change in RUN's pod, installing into its live environment.")
+@target_options
+def add(requirements: tuple[str, ...], run_name: str | None, target: dict[str, Any]) -> None:
+    """Add REQUIREMENTS (PEP 508: six, 'requests>=2') to the project's dependency file.
+
+    \b
+    In a pypod pod (or with --run RUN), they are installed into the running environment
+    first; a package that cannot be installed leaves the file as it was (exit 80). The file
+    is the one the dependency image is built from: the requirements file, pyproject.toml's
+    [project].dependencies, or the Pipfile. Lockfile projects: use their tool (uv add, ...).
+    """
+    sys.exit(_change(requirements, run_name, target, remove=False))
+
+
+@main_group.command()
+@click.argument("names", nargs=-1, required=True)
+@click.option("--run", "run_name", help="Make the change in RUN's pod, uninstalling from its live environment.")
+@target_options
+def remove(names: tuple[str, ...], run_name: str | None, target: dict[str, Any]) -> None:
+    """Take NAMES out of the project's dependency file (and, in a pod or with --run, uninstall them)."""
+    sys.exit(_change(names, run_name, target, remove=True))
 
 
 @main_group.command()

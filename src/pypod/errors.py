@@ -114,3 +114,9 @@ class DataFailed(PypodError):
     """A `pypod data fetch` ended without every file done."""
 
     exit_code = 79
+
+
+class DependencyError(PypodError):
+    """A package that `pypod add` could not resolve or install (the project's files are left as they were)."""
+
+    exit_code = 80

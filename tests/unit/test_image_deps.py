@@ -322,3 +322,16 @@ def test_a_push_that_cannot_reach_its_registry_is_not_called_a_pull_failure():
     assert "could not pull" not in _failure_hint(tail, None, "push")
     refused = "Error: initializing source docker://ghcr.io/team/base:1: unauthorized: authentication required"
     assert _failure_hint(refused, None, "build").startswith("the registry refused a pull the build needs: log in")
+
+
+def test_uv_in_the_pod_uses_the_interpreters_venv_and_never_downloads_a_python(tmp_path: Path):
+    # `uv add` in a pod's REPL must install where the running interpreter imports from,
+    # not into a /workspace/.venv the sync skips; and uv must not fetch another Python.
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "p"\nversion = "0"\ndependencies = ["six"]\n')
+    (tmp_path / "uv.lock").write_text("version = 1\n")
+    spec = detect(tmp_path)
+    build = render(spec, "b@sha256:1", {name: (tmp_path / name).read_bytes() for name in spec.files})
+    env_line = next(line for line in build.containerfile.splitlines() if line.startswith("ENV "))
+    assert "UV_PROJECT_ENVIRONMENT=/opt/venv " in env_line
+    assert "UV_PYTHON_DOWNLOADS=never" in env_line
+    assert "/opt/venv/bin/pip install -q uv" in build.containerfile  # uv is in the image

@@ -283,3 +283,16 @@ def test_a_docker_config_that_is_not_json_is_one_clear_error(tmp_path: Path, mon
     with pytest.raises(RegistryError, match="could not be read") as err:
         Registry("127.0.0.1:1")
     assert str(tmp_path / "config.json") in str(err.value) and "move it aside" in err.value.hint
+
+
+def test_pypod_ships_the_pure_python_libraries_its_in_pod_code_needs_off_the_path():
+    # pypod.add in a pod reads the project's files (packaging) and edits TOML (tomlkit);
+    # those go to .pypod/vendor, which is not on PYTHONPATH, so a project's own versions win.
+    from pypod.image.ship import PYPOD_LIB, PYPOD_VENDOR, pypod_files
+
+    files = pypod_files()
+    assert f"{PYPOD_VENDOR}/tomlkit/api.py" in files
+    assert f"{PYPOD_VENDOR}/packaging/requirements.py" in files
+    assert f"{PYPOD_VENDOR}/dependency_groups/__init__.py" in files
+    assert f"{PYPOD_LIB}/pypod/deps/__init__.py" in files
+    assert not any(rel.startswith(f"{PYPOD_LIB}/tomlkit") for rel in files)

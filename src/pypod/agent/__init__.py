@@ -21,7 +21,20 @@ from pathlib import Path
 AGENT_ENV = "PYPOD_AGENT"
 ATTACH_ENTRYPOINT = "/tmp/pypod/attach"
 PACKAGE = "pypod_agent"  # the agent's package name inside the archive
-MODULES = ("cgroups", "fetch", "frames", "gpus", "main", "mounts", "resources", "session", "syncd", "tree", "watcher")
+MODULES = (
+    "cgroups",
+    "dists",
+    "fetch",
+    "frames",
+    "gpus",
+    "main",
+    "mounts",
+    "resources",
+    "session",
+    "syncd",
+    "tree",
+    "watcher",
+)
 
 BOOTSTRAP = (
     "import base64,os,runpy,sys\n"

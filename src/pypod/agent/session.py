@@ -12,7 +12,8 @@
 Frames (see frames.py):
   client -> host: ``S`` start (JSON: rows, cols, history, env, banner), ``i`` input,
                   ``w`` window size (JSON: rows, cols), ``p`` ping
-  host -> client: ``o`` output, ``x`` exit (JSON: code, history), ``p`` pong,
+  host -> client: ``o`` output, ``x`` exit (JSON: code, history, installed: the
+                  distributions installed while the REPL ran), ``p`` pong,
                   ``m`` message from the agent itself
 """
 
@@ -32,6 +33,7 @@ import termios
 import threading
 import time
 
+from .dists import installed_since, snapshot
 from .frames import FrameReader, frame
 
 AGENT_DIR = "/tmp/pypod"
@@ -113,8 +115,9 @@ class Banner:
 
 
 class Host:
-    def __init__(self, command, keep_alive, detach, socket_path=SOCKET_PATH, banner=None):
+    def __init__(self, command, keep_alive, detach, socket_path=SOCKET_PATH, banner=None, dists=None):
         self.banner = banner
+        self.dists = dists  # the environment's distributions before the REPL, or None
         self.command = command
         self.keep_alive = keep_alive
         self.detach = detach
@@ -276,7 +279,8 @@ class Host:
             if history[: len(self.history_seed)] == self.history_seed
             else [h for h in history if h not in set(self.history_seed)]
         )
-        goodbye = frame(b"x", json.dumps({"code": code, "history": new_entries}).encode())
+        end = {"code": code, "history": new_entries, "installed": self.installed()}
+        goodbye = frame(b"x", json.dumps(end).encode())
         for client in self.clients:
             try:
                 client.sock.setblocking(True)
@@ -285,6 +289,16 @@ class Host:
                 pass
         log("REPL exited with code %d" % code)
         return code
+
+    def installed(self):
+        """The distributions installed while the REPL ran (pip install, uv add, pypod.add)."""
+        if self.dists is None:
+            return []
+        try:
+            return installed_since(self.dists, snapshot())
+        except Exception as exc:  # the REPL's end must not fail on this
+            log("could not list the environment's distributions: %s" % exc)
+            return []
 
 
 def read_history(path):
@@ -361,4 +375,9 @@ def host_main(archive, rest):
     banner = Banner()
     install_attach_entrypoint(archive)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    return Host(resolve_repl(command or ["auto"]), keep_alive, detach, banner=banner).run()
+    try:
+        dists = snapshot()  # while the first client starts the sync; before the REPL can install
+    except Exception as exc:
+        log("could not list the environment's distributions: %s" % exc)
+        dists = None
+    return Host(resolve_repl(command or ["auto"]), keep_alive, detach, banner=banner, dists=dists).run()

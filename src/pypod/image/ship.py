@@ -39,6 +39,12 @@ LAYER_DIR = CACHE_DIR.parent / "layers"
 # pypod ships itself beside the project (as the agent is shipped), so a driver can
 # `from pypod import K8sCluster` without installing it: /workspace/.pypod/lib/pypod.
 PYPOD_LIB = ".pypod/lib"
+# Beside it, the pure-python libraries pypod's in-pod code needs (`pypod.add` reads the
+# project's files with detect.py and edits TOML with tomlkit). Not on PYTHONPATH: pypod
+# appends the folder to sys.path only when it must (deps/vendor.py), so a project's own
+# version of these libraries always wins.
+PYPOD_VENDOR = ".pypod/vendor"
+VENDORED = ("tomlkit", "packaging", "dependency_groups")
 RECORD_DIR = CACHE_DIR.parent / "shipped"
 MAX_DELTA_DEPTH = 8
 MAX_DELTA_SHARE = 0.5  # a delta touching more than this share of the files is not worth it
@@ -125,23 +131,53 @@ def target_repository(image_repo: str | None) -> ImageRef:
     return ref
 
 
-def pypod_files() -> dict[str, Path]:
-    """pypod's own package files, by their path in the layer."""
-    package = Path(__file__).resolve().parents[1]
-    return {
-        f"{PYPOD_LIB}/pypod/{path.relative_to(package).as_posix()}": path
+def shipped_packages() -> list[tuple[str, Path]]:
+    """(folder in the layer, package folder here): pypod itself, then what it vendors."""
+    import importlib
+
+    packages = [(f"{PYPOD_LIB}/pypod", Path(__file__).resolve().parents[1])]
+    for name in VENDORED:
+        module = importlib.import_module(name)
+        packages.append((f"{PYPOD_VENDOR}/{name}", Path(module.__file__ or "").resolve().parent))
+    return packages
+
+
+def _package_files(package: Path) -> list[Path]:
+    return [
+        path
         for path in sorted(package.rglob("*"))
         if path.is_file() and "__pycache__" not in path.parts and path.suffix in (".py", ".typed")
+    ]
+
+
+def pypod_files() -> dict[str, Path]:
+    """pypod's own package files and its vendored libraries', by their path in the layer."""
+    return {
+        f"{folder}/{path.relative_to(package).as_posix()}": path
+        for folder, package in shipped_packages()
+        for path in _package_files(package)
     }
+
+
+def _pypod_entries() -> tuple[dict[str, str], dict[str, Path]]:
+    """pypod's shipped files: layer path -> entry (blob id, from the stat cache), and -> source."""
+    entries: dict[str, str] = {}
+    sources: dict[str, Path] = {}
+    for folder, package in shipped_packages():
+        rels = {
+            str(path.relative_to(package.parent)): f"{folder}/{path.relative_to(package).as_posix()}"
+            for path in _package_files(package)
+        }
+        hashed = hash_files(package.parent, sorted(rels), CACHE_DIR)
+        entries |= {rels[k]: v for k, v in hashed.items()}
+        sources |= {rel: package.parent / k for k, rel in rels.items()}
+    return entries, sources
 
 
 def _with_pypod(entries: dict[str, str]) -> tuple[dict[str, str], dict[str, Path]]:
     """Add pypod's own files to the layer's entries; returns them and their sources."""
-    sources = pypod_files()
-    package_parent = Path(__file__).resolve().parents[2]
-    by_package_path = {str(path.relative_to(package_parent)): rel for rel, path in sources.items()}
-    hashed = hash_files(package_parent, sorted(by_package_path), CACHE_DIR)
-    return {**entries, **{by_package_path[k]: v for k, v in hashed.items()}}, sources
+    shipped, sources = _pypod_entries()
+    return {**entries, **shipped}, sources
 
 
 def _record_path(root: Path, target_repo: ImageRef, platform: str) -> Path:
@@ -257,7 +293,8 @@ def _push(push: _Push, previous: ShipRecord | None, report: Callable[[str], None
 
 
 # A --git run's checkout covers the working directory, so pypod's own package goes elsewhere.
-PYPOD_OPT_LIB = "opt/pypod/lib"
+PYPOD_OPT = "opt/pypod"
+PYPOD_OPT_LIB = f"{PYPOD_OPT}/lib"
 
 
 def ship_pypod_image(
@@ -272,11 +309,10 @@ def ship_pypod_image(
     started = time.monotonic()
     target_repo = target_repository(image_repo)
     base = resolve_digest(deps_reference)
-    package_parent = Path(__file__).resolve().parents[2]
-    sources = {rel.removeprefix(PYPOD_LIB + "/"): path for rel, path in pypod_files().items()}
-    by_package_path = {str(path.relative_to(package_parent)): rel for rel, path in sources.items()}
-    hashed = hash_files(package_parent, sorted(by_package_path), CACHE_DIR)
-    entries = {by_package_path[k]: v for k, v in hashed.items()}
+    # Under /opt/pypod: lib/pypod/... and vendor/NAME/..., as under /workspace/.pypod.
+    shipped, shipped_sources = _pypod_entries()
+    sources = {rel.removeprefix(".pypod/"): path for rel, path in shipped_sources.items()}
+    entries = {rel.removeprefix(".pypod/"): v for rel, v in shipped.items()}
     key = hashlib.sha1(f"{base.digest}\n{platform}\n{fingerprint(entries)}".encode()).hexdigest()[:20]
     tag = f"pypod-lib_sha1-{key}"
     target = target_repo.with_tag(tag)
@@ -289,7 +325,7 @@ def ship_pypod_image(
     if existing:
         return shipped(str(target.with_digest(existing)), pushed_bytes=0, reused=True)
     report(f"appending pypod's own package ({len(entries)} files)")
-    layer = build_layer(package_parent, sorted(entries), LAYER_DIR, prefix=PYPOD_OPT_LIB, sources=sources)
+    layer = build_layer(Path("/nonexistent"), sorted(entries), LAYER_DIR, prefix=PYPOD_OPT, sources=sources)
     try:
         appended = append_layer(base, layer, target, "/" + WORKDIR, python_path="/" + PYPOD_OPT_LIB, platform=platform)
     finally:

@@ -7,6 +7,7 @@ import contextlib
 import getpass
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,28 @@ def local_user() -> str:
 
 def history_path(settings: Settings) -> Path:
     return Path(settings.history_file).expanduser()
+
+
+@dataclass(frozen=True)
+class ReplEnd:
+    """How a relayed REPL ended: its exit code, and what its environment gained meanwhile."""
+
+    code: int
+    installed: list[dict[str, Any]] = field(default_factory=list)
+
+
+def warn_untracked(project_root: Path, end: ReplEnd, out: Output) -> None:
+    """At a REPL's end: one warning for packages it installed that the project's files do not list."""
+    if not end.installed:
+        return
+    from ..deps.untracked import check_untracked
+
+    try:
+        warning = check_untracked(project_root, end.installed)
+    except PypodError:  # files that cannot be read now: the session's end says nothing of it
+        return
+    if warning:
+        out.info(warning)
 
 
 class Driver(Connection):
@@ -208,7 +231,7 @@ class Driver(Connection):
     # -- interactive mode -----------------------------------------------------------
     def relay_repl(
         self, pod: str, name: str, seed: list[str], history_path: Path | None, env: dict[str, str] | None = None
-    ) -> int:
+    ) -> ReplEnd:
         from .terminal import run_terminal
 
         kubectl = self.kubectl()
@@ -222,10 +245,10 @@ class Driver(Connection):
         )
         if result.exit_code is None:
             self.out.info(f"[pypod] lost the connection; the REPL lives on. Reconnect with: pypod attach {name}")
-            return LOST_CONNECTION
+            return ReplEnd(LOST_CONNECTION)
         if history_path is not None:
             history.merge_back(history_path, result.new_history)
-        return result.exit_code
+        return ReplEnd(result.exit_code, result.installed)
 
     def port_forwards(self, pod: str, extra: tuple[str, ...] = ()) -> list[PortForward]:
         forwards = []

@@ -132,6 +132,23 @@ class LiveSync:
                 tick(self.syncer.health.line())
         return False
 
+    def settle(self, quiet_s: float = 0.5, timeout: float = 5.0) -> bool:
+        """Wait until the sync has had nothing to do for `quiet_s` (at most `timeout`), so
+        edits the pod made just before the REPL ended are here; False if it never was."""
+        deadline = time.monotonic() + timeout
+        quiet_since: float | None = None
+        while time.monotonic() < deadline:
+            if self.syncer.health.state in ("failed", "stopped"):
+                return False
+            if self.syncer.health.state == "watching":
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since >= quiet_s:
+                    return True
+            else:
+                quiet_since = None
+            time.sleep(0.05)
+        return False
+
     def stop(self) -> None:
         self.syncer.stop()
         self.thread.join(15)

@@ -17,7 +17,7 @@ from ..kube.manifests import (
     SELECTOR,
 )
 from ..names import label_value
-from .driver import LOST_CONNECTION, Driver, driver_pod, history_path, local_user
+from .driver import LOST_CONNECTION, Driver, driver_pod, history_path, local_user, warn_untracked
 
 
 def _selector(all_users: bool) -> dict[str, str]:
@@ -173,12 +173,17 @@ def attach_run(session: Driver, name: str) -> int:
     watcher = RunWatcher(session.client, session.namespace, name).start()
     dashboard = SessionDashboard(session, watcher, pod.metadata.name).start()
     try:
-        code = session.relay_repl(pod.metadata.name, name, [], history_path(session.settings))
+        end = session.relay_repl(pod.metadata.name, name, [], history_path(session.settings))
+        if live is not None and end.installed:
+            live.settle()
     finally:
         dashboard.stop()
         watcher.stop()
         if live is not None:
             live.stop()
+    if live is not None:  # this folder is the run's project
+        warn_untracked(Path(live.syncer.tree.root), end, session.out)
+    code = end.code
     if code != LOST_CONNECTION:
         session.delete_job(name)
     return code

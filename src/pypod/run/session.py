@@ -20,7 +20,7 @@ from ..project import Project
 from ..settings import Settings, describe_origins
 from . import history
 from .dashboard import SessionDashboard
-from .driver import LOST_CONNECTION, Driver, history_path, local_user
+from .driver import LOST_CONNECTION, Driver, history_path, local_user, warn_untracked
 from .forward import free_port
 from .guard import Guard, end_guard, start_guard
 from .output import Output
@@ -268,13 +268,17 @@ def _run(
         in_repl = True
         try:
             seed = history.seed_entries(history_path(settings))
-            code = session.relay_repl(pod, name, seed, history_path(settings), dict(request.session_env))
+            end = session.relay_repl(pod, name, seed, history_path(settings), dict(request.session_env))
+            if live is not None and end.installed:
+                live.settle()  # the pod's last edits of the project's files come home first
         finally:
             dashboard.stop()
             for forward in forwards:
                 forward.stop()
             if live is not None:
                 live.stop()
+        warn_untracked(project.root, end, out)
+        code = end.code
         watcher.stop()
         if code != LOST_CONNECTION:
             session.delete_job(name)

@@ -21,6 +21,7 @@ import time
 import tty
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..agent.session import FrameReader, frame
 from .guard import track_child, untrack_child
@@ -33,6 +34,8 @@ RECONNECT_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
 class SessionResult:
     exit_code: int | None  # None: the stream was lost for good, the REPL may still run
     new_history: list[str] = field(default_factory=list)
+    # What the pod's environment gained while the REPL ran: {name, version, requires}.
+    installed: list[dict[str, Any]] = field(default_factory=list)
 
 
 def terminal_size(fd: int) -> tuple[int, int]:
@@ -155,7 +158,11 @@ def _one_connection(
                         _write_all(out_fd, payload)
                     elif kind == b"x":
                         end = json.loads(payload.decode())
-                        return SessionResult(exit_code=end.get("code", 0), new_history=end.get("history", []))
+                        return SessionResult(
+                            exit_code=end.get("code", 0),
+                            new_history=end.get("history", []),
+                            installed=end.get("installed", []),
+                        )
             if time.monotonic() - last_ping > PING_EVERY_S:
                 _write_all(stream_in, frame(b"p"))
                 last_ping = time.monotonic()
