@@ -136,6 +136,7 @@ class SyncAgent:
         self.watcher, how = make_watcher(self.tree.root, self.tree.excludes, meta.get("inotify", True))
         self.known = self.tree.scan()
         self.send(b"I", {"entries": self.known, "watcher": how, "python": sys.version.split()[0]})
+        self.drain()  # the index leaves now: pypod waits for it, not for the cache below
         self.save_cache()
 
     def save_cache(self):
@@ -144,8 +145,10 @@ class SyncAgent:
         with contextlib.suppress(OSError):
             os.makedirs(CACHE_DIR, exist_ok=True)
             temp = _cache_file(self.tree.root) + ".%d" % os.getpid()
+            # dumps, not dump: dump streams through the pure-Python encoder, 10x slower on 10,000 paths.
+            text = json.dumps({p: self.tree.cache[p] for p in self.known if p in self.tree.cache})
             with open(temp, "w") as handle:
-                json.dump({p: self.tree.cache[p] for p in self.known if p in self.tree.cache}, handle)
+                handle.write(text)
             os.replace(temp, _cache_file(self.tree.root))
 
     def put(self, meta, data):

@@ -234,17 +234,27 @@ class Tree:
         """What changed at `rels` (and below, for directories) against `known`, which is
         updated in place. Returns {rel: version or None (gone)}."""
         changes = {}
+        scanned = {}  # rel -> what its scan found, for the directories known as such
         for rel in sorted(set(rels)):
             now = self.scan(rel)
             if not rel:  # everything
                 changes.update((p, None) for p in known if p not in now)
             before = known.get(rel)
             if before == DIR:
-                prefix = rel + "/"
-                changes.update((p, None) for p in known if p.startswith(prefix) and p not in now)
+                scanned[rel] = now
             if before is not None and rel not in now:
                 changes[rel] = None
             changes.update((p, v) for p, v in now.items() if known.get(p) != v)
+        if scanned:
+            # Gone from below a rescanned directory: one pass over `known` for all of
+            # them (a pass per directory costs seconds when thousands of files arrive).
+            for path in known:
+                parent = path.rpartition("/")[0]
+                while parent:
+                    now = scanned.get(parent)
+                    if now is not None and path not in now:
+                        changes[path] = None
+                    parent = parent.rpartition("/")[0]
         for path, version in changes.items():
             if version is None:
                 known.pop(path, None)
