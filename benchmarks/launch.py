@@ -1,7 +1,7 @@
 """Launch speed: `pypod --help` against `kubectl --help` in a clean venv, and pypod's
 own overhead from invocation to the REPL prompt, net of the time Kubernetes takes to make the pod run.
 
-    python -m benchmarks.launch [--runs 5] [--venv PATH]
+    python benchmarks/launch.py [--runs 5] [--venv PATH]
 
 Starts the harness if it is not up (and stops it again afterwards).
 Prints `BENCH <name> <value> <unit>` lines. The anchor, julia_pod, sleeps 8 s and

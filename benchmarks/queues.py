@@ -9,7 +9,7 @@
    few seconds). Counted in-process at httpx2's Client.send, which every lightkube request
    goes through (a watch is one request until it is resumed), over a 60 s window.
 
-    python benchmarks/queue.py
+    python benchmarks/queues.py
 
 Runs pypod's own run code (Driver, RunWatcher) in this process against the harness.
 Starts the harness if it is not up, and stops it again afterwards.
@@ -17,20 +17,15 @@ Starts the harness if it is not up, and stops it again afterwards.
 
 from __future__ import annotations
 
+import os
+import statistics
 import sys
+import threading
+import time
+import uuid
+from decimal import Decimal
 from pathlib import Path
-
-# This file is named as the benchmark, and so shadows the standard library's `queue`
-# (which pypod's watches use) while its folder leads sys.path: take the folder out first.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import os  # noqa: E402
-import statistics  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from decimal import Decimal  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
