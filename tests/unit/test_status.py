@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pypod.kube.status import explain
+from pypod.kube.status import container_started, explain
 
 
 def pod(phase="Pending", node="", conditions=(), waiting=None, running=False, terminated=None) -> dict:
@@ -61,3 +61,14 @@ def test_running_and_terminated():
     assert (done.state, done.exit_code, done.line) == ("failed", 3, "exited with code 3 (Error)")
     oom = explain({}, pod("Failed", "n", terminated={"exitCode": 137, "reason": "OOMKilled"}))
     assert oom.line == "exited with code 137 (OOMKilled)"
+
+
+def test_a_container_has_started_once_running_or_ended_not_while_waiting() -> None:
+    def with_state(state: dict) -> dict:
+        return {"status": {"containerStatuses": [{"name": "driver", "state": state}]}}
+
+    assert not container_started(with_state({"waiting": {"reason": "ContainerCreating"}}), "driver")
+    assert container_started(with_state({"running": {"startedAt": "now"}}), "driver")
+    assert container_started(with_state({"terminated": {"exitCode": 0}}), "driver")
+    assert not container_started(with_state({"running": {}}), "sidecar")
+    assert not container_started({"status": {}}, "driver")

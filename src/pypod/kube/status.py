@@ -178,6 +178,16 @@ def _explain_pod(job: dict[str, Any] | None, pod: dict[str, Any] | None, events:
     return PodReport("starting", f"starting on {node}", node=node)
 
 
+def container_started(pod: dict[str, Any], container: str) -> bool:
+    """Whether `container` of `pod` has started (is running or has ended), so that it has a
+    log to read: the apiserver answers 400 for one still waiting."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == container:
+            state = status.get("state") or {}
+            return "running" in state or "terminated" in state
+    return False
+
+
 def pending_timeout_error(report: PodReport, timeout: float) -> PendingTimeout:
     """--pending-timeout ran out: say whether the run waited for quota (Kueue) or for a node."""
     if report.state == "queued" and report.queue:

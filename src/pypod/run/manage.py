@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,8 @@ def queue_cells(session: Driver, jobs: list[dict[str, Any]]) -> dict[str, str]:
 
 def show_logs(session: Driver, name: str, follow: bool) -> int:
     pod = driver_pod(session, name)
+    if follow:
+        pod = wait_for_driver_start(session, name, pod)
     with session.api("get", "pods/log", pod.metadata.name):
         for line in session.client.log(
             pod.metadata.name, namespace=session.namespace, container=DRIVER_CONTAINER, follow=follow
@@ -148,6 +151,29 @@ def show_logs(session: Driver, name: str, follow: bool) -> int:
             sys.stdout.write(line)
             sys.stdout.flush()
     return 0
+
+
+def wait_for_driver_start(session: Driver, name: str, pod: Any) -> Any:
+    """The run's pod once its driver container has a log to follow (as `kubectl logs -f
+    job/NAME` waits for a pod), saying why meanwhile; PodFailedToStart if it never will."""
+    from ..errors import PodFailedToStart
+    from ..kube.status import container_started, explain
+
+    started = time.monotonic()
+    try:
+        while True:
+            manifest = pod.to_dict()
+            phase = (manifest.get("status") or {}).get("phase")
+            if container_started(manifest, DRIVER_CONTAINER) or phase in ("Succeeded", "Failed"):
+                return pod
+            report = explain(None, manifest)
+            if report.fatal:
+                raise PodFailedToStart(f"run {name!r}: {report.line}", hint=report.hint)
+            session.out.status(f"[{time.monotonic() - started:4.0f}s] {name}: {report.line}")
+            time.sleep(0.5)
+            pod = driver_pod(session, name)
+    finally:
+        session.out.done()
 
 
 def attach_run(session: Driver, name: str) -> int:
