@@ -119,3 +119,40 @@ def test_signals_wait_for_a_deferred_block_then_act() -> None:
             finished = True
         time.sleep(1)
     assert finished
+
+
+def test_a_signal_deferred_while_the_status_line_stops_lets_the_cleanup_clear_it_again() -> None:
+    # SIGTERM arrives while rich stops the live line; it acts as that block ends, and the
+    # cleanup it starts clears the output again: that must not stop the line twice.
+    import io
+
+    from rich.console import Console
+
+    from pypod.run.output import Output
+
+    out = Output()
+    out.err = Console(file=io.StringIO(), force_terminal=True)
+    out.status("waiting")
+    live = out._status
+    real_stop = live.stop
+
+    def stop_with_a_signal() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        real_stop()
+
+    live.stop = stop_with_a_signal
+    cleaned = []
+
+    def cleanup(signum: int, frame: object) -> None:
+        out.done()
+        cleaned.append(signum)
+        raise Stopped(signum)
+
+    previous = signal.signal(signal.SIGTERM, cleanup)
+    try:
+        with pytest.raises(Stopped):
+            out.done()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert cleaned == [signal.SIGTERM]
+    assert out._status is None

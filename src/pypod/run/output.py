@@ -41,10 +41,13 @@ class Output:
 
     def _clear(self) -> None:
         if self._status is not None:
+            # Forgotten before the stop: a deferred signal acts as the block ends, and the
+            # cleanup it starts must not stop this live line a second time (rich's
+            # live stack is then empty: IndexError).
+            status, self._status = self._status, None
             # OSError: the terminal is gone (SIGHUP); the cleanup that follows must still run.
             with contextlib.suppress(OSError), signals_deferred():
-                self._status.stop()
-            self._status = None
+                status.stop()
 
     def done(self) -> None:
         self._clear()
