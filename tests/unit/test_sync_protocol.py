@@ -209,6 +209,12 @@ def test_the_agent_refuses_hostile_puts(tmp_path: Path) -> None:
     for path in ("../evil", "link/evil", "/tmp/evil", ".git/evil", "ok.txt"):
         frames.append(meta_frame(b"P", {"path": path, "version": version, "size": len(body), "expect": None}, body))
     frames.append(meta_frame(b"P", {"path": "out", "version": "l:../../x", "expect": None}))
+    # The same, bundled; plus bytes that do not match their version, and a bundled link.
+    bundled = ["../b-evil", "link/b-evil", "/tmp/b-evil", ".git/b-evil", "b-ok.txt", "b-changed.txt"]
+    files = [[path, version, None, None, len(body)] for path in bundled]
+    files.append(["b-link", "l:x", None, None, 0])
+    data = body * 5 + b"other"
+    frames.append(meta_frame(b"B", {"files": files}, data))
     proc = subprocess.run(argv, input=preamble + b"".join(frames), capture_output=True, timeout=30)
     results = {"done": [], "rejected": []}
     for kind, payload in FrameReader().feed(proc.stdout):
@@ -216,10 +222,55 @@ def test_the_agent_refuses_hostile_puts(tmp_path: Path) -> None:
         if kind == b"A":
             results["done"] += meta["done"]
             results["rejected"] += meta["rejected"]
-    assert [p for p, _ in results["done"]] == ["ok.txt"]
-    hostile = ["../evil", "link/evil", "/tmp/evil", ".git/evil", "out"]
+    assert [p for p, _ in results["done"]] == ["ok.txt", "b-ok.txt"]
+    hostile = ["../evil", "link/evil", "/tmp/evil", ".git/evil", "out", *bundled[:4], "b-changed.txt", "b-link"]
     assert sorted(p for p, _, _ in results["rejected"]) == sorted(hostile)
-    assert not (tmp_path / "evil").exists() and not (root / "out").exists() and not (root / ".git").exists()
+    reasons = {p: reason for p, _, reason in results["rejected"]}
+    assert reasons["b-changed.txt"] == "bytes did not match"
+    assert not (tmp_path / "evil").exists() and not (tmp_path / "b-evil").exists()
+    assert not (root / "out").exists() and not (root / ".git").exists() and not (root / "b-link").exists()
+    assert (root / "b-ok.txt").read_bytes() == body and not (root / "b-changed.txt").exists()
+
+
+def _version_of(data: bytes, executable: bool = False) -> str:
+    from pypod.agent.tree import blob_id
+
+    return ("x" if executable else "-") + blob_id(data)
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["o_tmpfile", "temp_and_rename"])
+def test_whole_file_puts_never_overwrite_what_appeared_and_leave_no_temp_files(tmp_path: Path, unnamed: bool) -> None:
+    tree = Tree(str(tmp_path), Excludes(compile_excludes([])))
+    tree.unnamed_files = unnamed
+    new = _version_of(b"new\n", executable=True)
+    assert tree.put_bytes("pkg/run.sh", new, None, b"new\n") == new
+    assert (tmp_path / "pkg" / "run.sh").read_bytes() == b"new\n" and os.access(tmp_path / "pkg" / "run.sh", os.X_OK)
+    assert tree.version("pkg/run.sh") == new  # the stat cache holds the file as named
+    # Someone else wrote the name first: expecting it absent, the put must not land.
+    (tmp_path / "pkg" / "raced.txt").write_bytes(b"theirs\n")
+    theirs = _version_of(b"theirs\n")
+    assert tree.put_bytes("pkg/raced.txt", _version_of(b"ours\n"), None, b"ours\n") == theirs
+    assert (tmp_path / "pkg" / "raced.txt").read_bytes() == b"theirs\n"
+    # Replacing goes only over the version expected.
+    assert tree.put_bytes("pkg/raced.txt", _version_of(b"v2\n"), "-" + "0" * 40, b"v2\n") == theirs
+    assert tree.put_bytes("pkg/raced.txt", _version_of(b"v2\n"), theirs, b"v2\n") == _version_of(b"v2\n")
+    assert sorted(p.name for p in (tmp_path / "pkg").iterdir()) == ["raced.txt", "run.sh"]
+    assert tree.unnamed_files is unnamed
+
+
+def test_a_rescan_of_a_directory_covers_the_events_below_it(tmp_path: Path) -> None:
+    tree = Tree(str(tmp_path), Excludes(compile_excludes([])))
+    (tmp_path / "d").mkdir()
+    for name in ("a", "b", "c"):
+        (tmp_path / "d" / name).write_text(name)
+    known: dict[str, str] = {}
+    tree.refresh({""}, known)
+    (tmp_path / "d" / "a").write_text("a2")
+    (tmp_path / "d" / "b").unlink()
+    (tmp_path / "d" / "new").write_text("n")
+    changes = tree.refresh({"d", "d/a", "d/new"}, known)  # d/b's event is not among them
+    assert changes == {"d/a": _version_of(b"a2"), "d/b": None, "d/new": _version_of(b"n")}
+    assert sorted(known) == ["d", "d/a", "d/c", "d/new"]
 
 
 def test_symlink_chains_cannot_climb_out(tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ in the pod's copy as ``E`` frames and applies pypod's operations:
 
   ``P`` put a file (its bytes in this and following ``D`` frames), a directory or
         a link, if the path still holds the version pypod expects;
+  ``B`` a bundle of small files, whole: [[path, version, expect, keep_as, size]] and
+        their bytes one after another, each put as by ``P``;
   ``K`` the same from another path's bytes here (a rename: nothing is transferred);
   ``X`` delete, if the path still holds the expected version;
   ``G`` send a file back: ``F`` then ``D`` frames; ``p`` ping, answered with ``p``.
@@ -25,12 +27,13 @@ import tempfile
 import time
 
 from .frames import FrameReader, meta_frame, split_meta
-from .tree import CHUNK, UNREADABLE, Excludes, Tree, UnsafePathError, is_file_version
+from .tree import CHUNK, UNREADABLE, Excludes, Tree, UnsafePathError, blob_id, is_file_version
 from .watcher import RESCAN, make_watcher
 
 BYTES_CHANGED = "bytes did not match"
 SETTLE_S = 0.005  # wait this long for more events before reporting a burst
 MAX_SETTLE_S = 0.05
+BUSY_SETTLE_S = 0.5  # while pypod's operations stream in, report at most this often
 CACHE_DIR = os.path.join(tempfile.gettempdir(), "pypod")
 
 
@@ -107,6 +110,8 @@ class SyncAgent:
             self.hello(meta)
         elif self.tree is None:
             raise ValueError("frame %r before hello" % kind)
+        elif kind == b"B":
+            self.put_bundle(meta, data)
         elif kind == b"P":
             self.put(meta, data)
         elif kind == b"D":
@@ -164,6 +169,24 @@ class SyncAgent:
         self.receiving = Receiving(path, expect, incoming)
         self.receiving.keep_as = meta.get("keep_as")
         self.chunk(meta, data)
+
+    def put_bundle(self, meta, data):
+        view = memoryview(data)
+        offset = 0
+        for path, version, expect, keep_as, size in meta["files"]:
+            body = view[offset : offset + size]
+            offset += size
+            try:
+                if not is_file_version(version):
+                    raise UnsafePathError("refusing %r: a bundle carries files only" % (path,))
+                if blob_id(body) != version[1:]:
+                    self.settle(path, version, self.tree.version(path), BYTES_CHANGED)
+                    continue
+                found = self.tree.put_bytes(path, version, expect, body, keep_as)
+            except (UnsafePathError, OSError) as exc:
+                self.settle(path, version, self.tree.version(path), str(exc))
+                continue
+            self.settle(path, version, found)
 
     def chunk(self, meta, data):
         receiving = self.receiving
@@ -260,7 +283,8 @@ def serve(in_fd=0, out_fd=1):
             elif watcher is not None and watch_fd is None:
                 timeout = max(0.0, next_poll - now)
             readable, _, _ = select.select([in_fd] + ([watch_fd] if watch_fd is not None else []), [], [], timeout)
-            if in_fd in readable:
+            busy = in_fd in readable
+            if busy:
                 data = os.read(in_fd, CHUNK + 4096)
                 if not data:
                     return 0
@@ -281,7 +305,11 @@ def serve(in_fd=0, out_fd=1):
                     first_pending = first_pending if pending else now
                     last_event = now
                     pending |= fresh
+                # Mostly the echo of our own writes while pypod streams: each report
+                # re-examines what it names, so fewer, larger ones cost less.
                 settled = now - last_event >= SETTLE_S or now - first_pending >= MAX_SETTLE_S
+                if busy and now - first_pending < BUSY_SETTLE_S:
+                    settled = False
                 if pending and (settled or watch_fd is None):
                     paths, pending = pending, set()
                     agent.report(paths)

@@ -80,6 +80,13 @@ def file_chunks(path):
             yield block
 
 
+def blob_id(data):
+    """The git blob id of bytes held in memory."""
+    digest = hashlib.sha1(b"blob %d\0" % len(data))
+    digest.update(data)
+    return digest.hexdigest()
+
+
 def blob_digest(path, size):
     digest = hashlib.sha1(b"blob %d\0" % size)
     for block in file_chunks(path):
@@ -139,11 +146,23 @@ class Tree:
         self.cache = cache if cache is not None else {}  # rel -> [size, mtime_ns, ctime_ns, ino, version]
         self._checked_dirs = set()  # parents already seen not to be symlinks, in this batch
         self._existing_dirs = set()
+        self.unnamed_files = hasattr(os, "O_TMPFILE")  # until this disk says it cannot
+        self._dir_fds = {}  # directory -> an open fd on it, in this batch
 
     def new_batch(self):
         """Forget which directories were checked: what is on disk may have changed since."""
         self._checked_dirs.clear()
         self._existing_dirs.clear()
+        for fd in self._dir_fds.values():
+            os.close(fd)
+        self._dir_fds.clear()
+
+    def _dir_fd(self, directory):
+        fd = self._dir_fds.get(directory)
+        if fd is None:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+            self._dir_fds[directory] = fd
+        return fd
 
     def path(self, rel):
         """The absolute path of `rel`, refusing unsafe paths (see resolve_under). Parent
@@ -235,7 +254,10 @@ class Tree:
         updated in place. Returns {rel: version or None (gone)}."""
         changes = {}
         scanned = {}  # rel -> what its scan found, for the directories known as such
-        for rel in sorted(set(rels)):
+        wanted = set(rels)
+        for rel in sorted(wanted):
+            if rel and _covered(rel, wanted, known):
+                continue  # the scan of a directory above it covers it
             now = self.scan(rel)
             if not rel:  # everything
                 changes.update((p, None) for p in known if p not in now)
@@ -314,6 +336,38 @@ class Tree:
             _discard(temp)
             return self.version(rel)
         return version
+
+    def put_bytes(self, rel, version, expect, data, keep_as=None):
+        """commit() for a file whose bytes are all here (and were checked against
+        `version`). A file new to this side is written unnamed (O_TMPFILE) and linked
+        in only if its name is still free: no temp name, no rename, never visible half
+        written, and never overwriting what appeared meanwhile."""
+        full = self.check_incoming(rel, version)
+        mode = 0o755 if version[0] == "x" else 0o644
+        _make_parents(self, rel)
+        if expect is None and keep_as is None and self.unnamed_files:
+            directory, name = full.rsplit("/", 1)
+            dir_fd = self._dir_fd(directory)
+            try:
+                st = _link_new_file(dir_fd, name, mode, data)
+            except FileExistsError:
+                return self.version(rel)
+            except OSError as exc:
+                if exc.errno not in UNNAMED_UNSUPPORTED:
+                    raise
+                self.unnamed_files = False  # this disk or kernel cannot: the temp name it is
+            else:
+                self.cache[rel] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, version]
+                return version
+        fd, temp = _create_temp(os.path.dirname(full), mode)
+        try:
+            _write_fd(fd, data)
+        except OSError:
+            os.close(fd)
+            _discard(temp)
+            raise
+        os.close(fd)
+        return self.commit(rel, version, expect, temp, keep_as)
 
     def remove(self, rel, expect):
         """Delete `rel` if it still holds `expect`. Returns the version there afterwards
@@ -412,6 +466,46 @@ def _create_temp(directory, mode):
         if mode & _UMASK:  # the umask took bits away
             os.fchmod(fd, mode)
         return fd, name
+
+
+def _covered(rel, rels, known):
+    """Whether a directory above `rel` is rescanned too, and known as one (so what
+    went missing below it is found): the root, or a parent in `rels`."""
+    if "" in rels:
+        return True
+    parent = rel.rpartition("/")[0]
+    while parent:
+        if parent in rels and known.get(parent) == DIR:
+            return True
+        parent = parent.rpartition("/")[0]
+    return False
+
+
+# O_TMPFILE unknown to the kernel (EISDIR, EINVAL), or to the filesystem (EOPNOTSUPP);
+# no /proc to link it in from (ENOENT, EXDEV).
+UNNAMED_UNSUPPORTED = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT, errno.EXDEV)
+
+
+def _write_fd(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _link_new_file(dir_fd, name, mode, data):
+    """Write `data` to an unnamed file in the directory `dir_fd` and link it in as
+    `name`; FileExistsError if that name is taken. Returns the file's stat once named."""
+    fd = os.open(".", os.O_WRONLY | os.O_TMPFILE | getattr(os, "O_CLOEXEC", 0), mode, dir_fd=dir_fd)
+    try:
+        if mode & _UMASK:
+            os.fchmod(fd, mode)
+        _write_fd(fd, data)
+        # linkat(AT_SYMLINK_FOLLOW) from /proc names the open file (os.link calls
+        # linkat only when given a directory fd); it fails if `name` exists.
+        os.link("/proc/self/fd/%d" % fd, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=True)
+        return os.fstat(fd)  # after the link: linking changed its ctime
+    finally:
+        os.close(fd)
 
 
 def _temp_name(directory):

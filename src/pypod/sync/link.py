@@ -13,6 +13,8 @@ from typing import Any
 from ..agent.frames import FrameReader, meta_frame, split_meta
 
 FLUSH_BYTES = 1 << 20
+BUNDLE_FILE_BYTES = 256 << 10  # files up to this size travel whole, many to a frame
+BUNDLE_BYTES = 1 << 20
 Message = tuple[bytes, dict[str, Any], bytes]  # kind, meta, bytes; kind b"" means the stream ended
 
 
@@ -26,6 +28,9 @@ class AgentLink:
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.stderr = b""
         self._outbox = bytearray()
+        self._bundle: list[list[Any]] = []
+        self._bundle_parts: list[bytes] = []
+        self._bundle_bytes = 0
         self._reader = threading.Thread(target=self._read, name="pypod-sync-link", daemon=True)
         self._errors = threading.Thread(target=self._read_stderr, name="pypod-sync-stderr", daemon=True)
         self._reader.start()
@@ -43,11 +48,29 @@ class AgentLink:
     def send(self, kind: bytes, meta: dict[str, Any], data: bytes = b"") -> None:
         """Queue a frame; flush() sends. Many small frames go out as one write, which the
         exec stream carries as one message instead of thousands."""
+        self._close_bundle()  # frames leave in the order they were queued
         self._outbox += meta_frame(kind, meta, data)
         if len(self._outbox) >= FLUSH_BYTES:
             self.flush()
 
+    def send_file(self, path: str, version: str, expect: str | None, keep_as: str | None, data: bytes) -> None:
+        """Queue a put of a small file, whole. Files queued one after another go out
+        as one bundle frame: one header and one JSON list for hundreds of files."""
+        self._bundle.append([path, version, expect, keep_as, len(data)])
+        self._bundle_parts.append(data)
+        self._bundle_bytes += len(data)
+        if self._bundle_bytes >= BUNDLE_BYTES:
+            self._close_bundle()
+
+    def _close_bundle(self) -> None:
+        if self._bundle:
+            self._outbox += meta_frame(b"B", {"files": self._bundle}, b"".join(self._bundle_parts))
+            self._bundle, self._bundle_parts, self._bundle_bytes = [], [], 0
+            if len(self._outbox) >= FLUSH_BYTES:
+                self.flush()
+
     def flush(self) -> None:
+        self._close_bundle()
         if self._outbox:
             data, self._outbox = bytes(self._outbox), bytearray()
             self._write(data)

@@ -24,7 +24,7 @@ from typing import Any
 from ..agent.tree import CHUNK, DIR, UNREADABLE, Excludes, Incoming, Tree, UnsafePathError, check_rel, is_file_version
 from .engine import decide
 from .excludes import LARGE_FILE_BYTES
-from .link import AgentLink, LinkLost, Message
+from .link import BUNDLE_FILE_BYTES, AgentLink, LinkLost, Message
 
 PING_EVERY_S = 2.0
 SILENCE_LIMIT_S = 15.0  # no frame at all for this long: the stream is dead
@@ -440,10 +440,12 @@ class Syncer:
         self.no_copy.discard(path)
         open_stream = False
         try:
-            full = self.tree.path(path)
-            size = os.lstat(full).st_size
-            with open(full, "rb") as handle:
+            with open(self.tree.path(path), "rb") as handle:
                 block = handle.read(CHUNK)
+                if len(block) <= BUNDLE_FILE_BYTES:  # the whole file (a short read is its end)
+                    self.link.send_file(path, version, expect, keep_as, block)
+                    return
+                size = os.fstat(handle.fileno()).st_size
                 more = size > CHUNK
                 self.link.send(b"P", {**op, "size": size, "more": more}, block)
                 open_stream = more
