@@ -4,6 +4,7 @@ tests run it through a pod)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -105,6 +106,29 @@ def test_delete_propagates_only_over_the_agreed_version(sides: tuple[Path, Path]
         sync.quiet()
     assert not (remote / "old.py").exists()
     assert (remote / "also.py").read_text() == "changed in the pod\n" == (local / "also.py").read_text()
+
+
+def test_a_new_pods_first_sync_hashes_nothing_here_with_the_shared_stat_cache(
+    sides: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pypod.agent import tree
+
+    local, remote = sides
+    for i in range(20):
+        (local / f"m{i}.py").write_text(f"x = {i}\n")
+    cache = tmp_path / "cache.json"
+    with RunningSync(local, str(remote), local_agent(), state_file=tmp_path / "pod1.json", cache_file=cache):
+        pass
+    assert "cache" not in json.loads((tmp_path / "pod1.json").read_text())  # kept apart, once
+    hashed: list[str] = []
+    real_digest = tree.blob_digest
+    monkeypatch.setattr(tree, "blob_digest", lambda path, size: hashed.append(path) or real_digest(path, size))
+    (local / "m3.py").write_text("x = 'changed'\n")
+    other_pod = tmp_path / "other-pod"
+    with RunningSync(local, str(other_pod), local_agent(), state_file=tmp_path / "pod2.json", cache_file=cache):
+        pass
+    assert hashed == [str(local / "m3.py")]  # only the file that changed since
+    assert (other_pod / "m3.py").read_text() == "x = 'changed'\n" and len(list(other_pod.iterdir())) == 20
 
 
 def test_resume_after_a_killed_stream_sends_nothing_unchanged(sides: tuple[Path, Path]) -> None:

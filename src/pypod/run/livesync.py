@@ -4,6 +4,7 @@ sync.syncer; this module finds the pod, picks the files, and shows the health.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -38,6 +39,13 @@ def status_file(namespace: str, run: str) -> Path:
 def state_file(namespace: str, run: str, pod_uid: str) -> Path:
     """Agreed state per pod: a new pod of the run starts from a first sync."""
     return STATE_DIR / f"{_safe(namespace)}.{_safe(run)}.{_safe(pod_uid)}.json"
+
+
+def cache_file(local_root: Path) -> Path:
+    """The local stat cache of a project folder: about local files only, so every pod
+    and run of the project shares it (a new pod's first sync hashes nothing here)."""
+    key = hashlib.sha1(str(local_root.resolve()).encode()).hexdigest()[:16]
+    return STATE_DIR / f"cache-{key}.json"
 
 
 def own_files_under(root: Path) -> list[str]:
@@ -111,6 +119,7 @@ class LiveSync:
             sync_excludes(project.root, (*settings.sync_exclude, *own)),
             state_file=state_file(session.namespace, run, pod_uid),
             status_file=status_file(session.namespace, run),
+            cache_file=cache_file(project.root),
             initial=settings.sync_initial,
             report=report,
         )

@@ -85,6 +85,7 @@ class Syncer:
         excludes: dict[str, Any],
         state_file: Path | None = None,
         status_file: Path | None = None,
+        cache_file: Path | None = None,
         initial: str = "local",
         report: Callable[[str], None] = lambda message: None,
         allow_inotify: bool = True,
@@ -94,6 +95,7 @@ class Syncer:
         self.excludes_spec = excludes
         self.state_file = state_file
         self.status_file = status_file
+        self.cache_file = cache_file  # the local stat cache, if kept apart from the state
         self.initial = initial
         self.report = report
         self.allow_inotify = allow_inotify
@@ -119,6 +121,11 @@ class Syncer:
 
     # -- persistence --------------------------------------------------------------
     def _load_state(self) -> None:
+        if self.cache_file is not None:
+            with contextlib.suppress(OSError, ValueError):
+                saved = json.loads(self.cache_file.read_text())
+                if saved.get("local_root") == self.tree.root:
+                    self.tree.cache.update(saved.get("cache", {}))
         if self.state_file is None:
             return
         try:
@@ -133,12 +140,12 @@ class Syncer:
         now = time.monotonic()
         due = force or now - self._saved_at > SAVE_EVERY_S
         if self.state_file is not None and self.agreed is not None and self._state_changed and due:
-            state = {
-                "local_root": self.tree.root,
-                "remote_root": self.remote_root,
-                "agreed": self.agreed,
-                "cache": {p: self.tree.cache[p] for p in self.local if p in self.tree.cache},
-            }
+            cache = {p: self.tree.cache[p] for p in self.local if p in self.tree.cache}
+            state = {"local_root": self.tree.root, "remote_root": self.remote_root, "agreed": self.agreed}
+            if self.cache_file is None:
+                state["cache"] = cache
+            else:
+                _atomic_write(self.cache_file, json.dumps({"local_root": self.tree.root, "cache": cache}))
             _atomic_write(self.state_file, json.dumps(state))
             self._saved_at, self._state_changed = now, False
         self._write_status()
