@@ -46,6 +46,9 @@ BOOTSTRAP = (
 )
 
 # argv: <archive size> <archive sha1> ROLE ...; the archive's bytes come first on stdin.
+# It is unpacked once per pod into a directory named by its digest, so Python keeps
+# the compiled modules there (__pycache__, even where the image sets
+# PYTHONDONTWRITEBYTECODE: it is pypod's own cache) and later connections start faster.
 STDIN_LOADER = (
     "import os,runpy,sys,tempfile\n"
     "n=int(sys.argv[1]);b=bytearray()\n"
@@ -54,9 +57,13 @@ STDIN_LOADER = (
     " if not c:sys.exit(3)\n"
     " b+=c\n"
     "d=os.path.join(tempfile.gettempdir(),'pypod');os.makedirs(d,exist_ok=True)\n"
-    "p=os.path.join(d,'agent-%s.pyz'%sys.argv[2]);t='%s.%d'%(p,os.getpid())\n"
-    "open(t,'wb').write(b);os.replace(t,p)\n"
-    "sys.argv=[p]+sys.argv[3:]\n"
+    "p=os.path.join(d,'agent-%s'%sys.argv[2])\n"
+    "if not os.path.isfile(os.path.join(p,'__main__.py')):\n"
+    " import io,shutil,zipfile\n"
+    " t='%s.%d'%(p,os.getpid());zipfile.ZipFile(io.BytesIO(b)).extractall(t)\n"
+    " try:os.rename(t,p)\n"
+    " except OSError:shutil.rmtree(t,True)\n"
+    "sys.argv=[p]+sys.argv[3:];sys.dont_write_bytecode=False\n"
     "runpy.run_path(p,run_name='__main__')\n"
 )
 

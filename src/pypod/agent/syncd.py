@@ -1,7 +1,8 @@
 """The pod's side of the live folder sync. Standard library only; Python >= 3.8.
 
-pypod decides; this side reports and obeys. It answers ``H`` (hello: root and
-excludes) with ``I`` (every synced path and its version), then reports changes
+pypod decides; this side reports and obeys. It answers ``H`` (hello: root,
+excludes, and the index digest pypod expects) with ``I`` (every synced path and
+its version, or "same" when they match that digest), then reports changes
 in the pod's copy as ``E`` frames and applies pypod's operations:
 
   ``P`` put a file (its bytes in this and following ``D`` frames), a directory or
@@ -27,8 +28,8 @@ import tempfile
 import time
 
 from .frames import FrameReader, meta_frame, split_meta
-from .tree import CHUNK, UNREADABLE, Excludes, Tree, UnsafePathError, blob_id, is_file_version
-from .watcher import RESCAN, make_watcher
+from .tree import CHUNK, UNREADABLE, Excludes, Tree, UnsafePathError, blob_id, index_digest, is_file_version
+from .watcher import RESCAN, PollingWatcher, make_watcher
 
 BYTES_CHANGED = "bytes did not match"
 SETTLE_S = 0.005  # wait this long for more events before reporting a burst
@@ -67,6 +68,7 @@ class SyncAgent:
         self.done = []
         self.rejected = []
         self.outbox = bytearray()
+        self.saved_cache = None
 
     # -- output -----------------------------------------------------------------
     def emit(self, data):
@@ -136,11 +138,22 @@ class SyncAgent:
         cache = {}
         with contextlib.suppress(OSError, ValueError), open(_cache_file(root)) as handle:
             cache = json.load(handle)
+        self.saved_cache = dict(cache)
         self.tree = Tree(root, Excludes(meta["excludes"]), cache)
-        # Watch first, then scan: an edit during the scan is then reported, not missed.
-        self.watcher, how = make_watcher(self.tree.root, self.tree.excludes, meta.get("inotify", True))
-        self.known = self.tree.scan()
-        self.send(b"I", {"entries": self.known, "watcher": how, "python": sys.version.split()[0]})
+        # Each directory is watched, then listed: an edit during the scan is reported, not missed.
+        self.watcher, how = make_watcher(self.tree.root, self.tree.excludes, meta.get("inotify", True), False)
+        try:
+            self.known = self.tree.scan(before_listing=getattr(self.watcher, "watch", None))
+        except OSError as exc:  # e.g. out of inotify watches (fs.inotify.max_user_watches)
+            self.watcher.close()
+            self.watcher, how = PollingWatcher(), "polling (inotify: %s)" % exc
+            self.known = self.tree.scan()
+        answer = {"watcher": how, "python": sys.version.split()[0]}
+        if meta.get("expect") and index_digest(self.known) == meta["expect"]:
+            answer["same"] = True  # as pypod expects: no need to send 10,000 entries back
+        else:
+            answer["entries"] = self.known
+        self.send(b"I", answer)
         self.drain()  # the index leaves now: pypod waits for it, not for the cache below
         self.save_cache()
 
@@ -150,11 +163,15 @@ class SyncAgent:
         with contextlib.suppress(OSError):
             os.makedirs(CACHE_DIR, exist_ok=True)
             temp = _cache_file(self.tree.root) + ".%d" % os.getpid()
+            entries = {p: self.tree.cache[p] for p in self.known if p in self.tree.cache}
+            if entries == self.saved_cache:
+                return  # a resync that changed nothing writes nothing
             # dumps, not dump: dump streams through the pure-Python encoder, 10x slower on 10,000 paths.
-            text = json.dumps({p: self.tree.cache[p] for p in self.known if p in self.tree.cache})
+            text = json.dumps(entries)
             with open(temp, "w") as handle:
                 handle.write(text)
             os.replace(temp, _cache_file(self.tree.root))
+            self.saved_cache = entries
 
     def put(self, meta, data):
         path, version, expect = meta["path"], meta["version"], meta.get("expect")

@@ -90,6 +90,15 @@ def blob_id(data):
     return digest.hexdigest()
 
 
+def index_digest(entries):
+    """One id for a whole index ({path: version}), computed alike on both sides: an
+    agent whose scan matches what pypod expects answers with it instead of the index."""
+    digest = hashlib.sha1()
+    for path in sorted(entries):
+        digest.update(("%s\0%s\n" % (path, entries[path])).encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
 def blob_digest(path, size):
     digest = hashlib.sha1(b"blob %d\0" % size)
     for block in file_chunks(path):
@@ -104,7 +113,7 @@ class Excludes:
 
     def __init__(self, spec):
         self.spec = spec
-        # Case-folded: on a case-insensitive disk `.GIT` is `.git`.
+        # Case-folded: on a case-insensitive disk `.GIT` is `.git`. Suffixes are of names.
         self.dirs = frozenset(name.lower() for name in spec.get("dirs", ()))
         self.suffixes = tuple(suffix.lower() for suffix in spec.get("suffixes", ()))
         self.rules = [(bool(excludes), re.compile(regex)) for excludes, regex in spec.get("rules", ())]
@@ -129,6 +138,16 @@ class Excludes:
             self._dir_cache[rel] = cached
         return cached
 
+    def excluded_entry(self, rel, name, is_dir):
+        """excluded() for `name` in a directory known not to be excluded (a scan's
+        inner loop: a third of its time went to the general case)."""
+        if name.startswith(TMP_PREFIX):
+            return True
+        if is_dir:
+            return self._dir_excluded(rel)
+        lower = name.lower()
+        return lower in self.dirs or lower.endswith(self.suffixes) or (bool(self.rules) and self._match(rel))
+
     def excluded(self, rel, is_dir=False):
         parent, _, name = rel.rpartition("/")
         if name.startswith(TMP_PREFIX):
@@ -137,7 +156,7 @@ class Excludes:
             return True
         if is_dir:
             return self._dir_excluded(rel)
-        return name.lower() in self.dirs or rel.lower().endswith(self.suffixes) or self._match(rel)
+        return name.lower() in self.dirs or name.lower().endswith(self.suffixes) or self._match(rel)
 
 
 class Tree:
@@ -221,8 +240,10 @@ class Tree:
                 return None
             raise
 
-    def scan(self, under=""):
-        """Every syncable path below `under` (the root by default), with its version."""
+    def scan(self, under="", before_listing=None):
+        """Every syncable path below `under` (the root by default), with its version;
+        `before_listing(rel)` is called for each directory before it is listed (so a
+        watch added then misses nothing the listing does not see)."""
         found = {}
         if under:
             top = self.version(under)
@@ -236,17 +257,21 @@ class Tree:
         while stack:
             rel_dir = stack.pop()
             prefix = rel_dir + "/" if rel_dir else ""
+            if before_listing is not None:
+                before_listing(rel_dir)
             try:
                 entries = os.scandir(self.root + "/" + rel_dir if rel_dir else self.root)
             except OSError:
                 continue
+            excluded = self.excludes.excluded_entry
             with entries:
                 for entry in entries:
-                    rel = prefix + entry.name
+                    name = entry.name
+                    rel = prefix + name
                     try:
                         st = entry.stat(follow_symlinks=False)
                         is_dir = stat.S_ISDIR(st.st_mode)
-                        if self.excludes.excluded(rel, is_dir):
+                        if excluded(rel, name, is_dir):
                             continue
                         version = self._version(rel, entry.path, st, unhashed)
                     except OSError:

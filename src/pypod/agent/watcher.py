@@ -46,16 +46,22 @@ RESCAN = ""
 class InotifyWatcher:
     """One inotify instance with a watch on every synced directory."""
 
-    def __init__(self, root, excludes):
-        libc_name = ctypes.util.find_library("c") or "libc.so.6"
-        self.libc = ctypes.CDLL(libc_name, use_errno=True)
+    def __init__(self, root, excludes, watch_tree=True):
+        # The running interpreter's own symbols include libc's (glibc or musl): no
+        # find_library, which can spawn ldconfig and costs more than the rest of the start.
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        if not hasattr(self.libc, "inotify_init1"):
+            self.libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         self.root = root
         self.excludes = excludes
         self.fd = self.libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if self.fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1 failed")
         self.dirs = {}  # watch descriptor -> relative directory ("" for the root)
-        self.add_tree("")
+        if watch_tree:
+            self.add_tree("")
+        else:
+            self.watch = self._add  # the caller walks the tree, watching each directory
 
     def fileno(self):
         return self.fd
@@ -138,11 +144,12 @@ class PollingWatcher:
         pass
 
 
-def make_watcher(root, excludes, allow_inotify=True):
-    """inotify when it works here, else polling; and a line saying which."""
+def make_watcher(root, excludes, allow_inotify=True, watch_tree=True):
+    """inotify when it works here, else polling; and a line saying which. With
+    watch_tree False, the caller adds the watches (`watcher.watch(rel)`) as it walks."""
     if allow_inotify:
         try:
-            return InotifyWatcher(root, excludes), "inotify"
+            return InotifyWatcher(root, excludes, watch_tree), "inotify"
         except (OSError, AttributeError) as exc:
             return PollingWatcher(), "polling (inotify unavailable: %s)" % exc
     return PollingWatcher(), "polling"

@@ -21,7 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..agent.tree import CHUNK, DIR, UNREADABLE, Excludes, Incoming, Tree, UnsafePathError, check_rel, is_file_version
+from ..agent.tree import (
+    CHUNK,
+    DIR,
+    UNREADABLE,
+    Excludes,
+    Incoming,
+    Tree,
+    UnsafePathError,
+    check_rel,
+    index_digest,
+    is_file_version,
+)
 from .engine import decide
 from .excludes import LARGE_FILE_BYTES
 from .link import BUNDLE_FILE_BYTES, AgentLink, LinkLost, Message
@@ -207,21 +218,25 @@ class Syncer:
         self._reset_stream_state()
         self.link = self.connect(self.inbox)
         self.set_state("syncing", "connecting")
-        self.link.send(
-            b"H",
-            {"root": self.remote_root, "excludes": self.excludes_spec, "create": True, "inotify": self.allow_inotify},
-        )
+        hello: dict[str, Any] = {"root": self.remote_root, "excludes": self.excludes_spec, "create": True}
+        hello["inotify"] = self.allow_inotify
+        if self.agreed:
+            hello["expect"] = index_digest(self.agreed)
+        self.link.send(b"H", hello)
         self.link.flush()
         self.tree.new_batch()
         self._readable(self.tree.refresh({""}, self.local), self.local, "here")  # while the agent starts
-        hello = self._wait_for(b"I", HELLO_TIMEOUT_S)
+        index = self._wait_for(b"I", HELLO_TIMEOUT_S)[1]
         self._failures = 0
-        self.health.watcher = hello[1].get("watcher", "")
-        self.remote = {}
-        for path, version in hello[1].get("entries", {}).items():
-            if self._acceptable_remote(path) and not self._unreadable(path, version, self.remote, "in the pod"):
-                self.remote[path] = version
-        self.dirty.update(self.local, self.remote, self.agreed or {})
+        self.health.watcher = index.get("watcher", "")
+        if index.get("same") and self.agreed:
+            self.remote = dict(self.agreed)  # the pod holds what was agreed, no more and no less
+        else:
+            self.remote = {}
+            for path, version in index.get("entries", {}).items():
+                if self._acceptable_remote(path) and not self._unreadable(path, version, self.remote, "in the pod"):
+                    self.remote[path] = version
+        self.dirty.update(self._undecided())
         self._plan()
         heard = time.monotonic()
         pinged = heard
@@ -254,6 +269,14 @@ class Syncer:
                 pinged = now
             if now - heard > SILENCE_LIMIT_S:
                 raise LinkLost(f"no answer from the pod for {SILENCE_LIMIT_S:.0f}s")
+
+    def _undecided(self) -> set[str]:
+        """The paths to decide on (re)connecting: all of them on a first sync; after
+        that, those where the two sides and the agreed version are not all one."""
+        local, remote, agreed = self.local, self.remote, self.agreed
+        if agreed is None:
+            return {*local, *remote}
+        return {p for p in (*local, *remote, *agreed) if not local.get(p) == remote.get(p) == agreed.get(p)}
 
     def _reset_stream_state(self) -> None:
         """What the previous stream had in flight is void; the pod's index will say
