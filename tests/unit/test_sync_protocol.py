@@ -318,3 +318,30 @@ def test_a_directory_replaced_by_a_file_reaches_the_pod(sides: tuple[Path, Path]
         wait_until(lambda: (remote / "out").is_file() and (remote / "out").read_text() == "now a file\n", what="file")
         sync.quiet()
     assert sync.syncer.health.problems == 0
+
+
+def test_the_agent_answers_same_only_when_its_scan_matches_the_expected_digest(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from pypod import agent
+    from pypod.agent.frames import FrameReader, meta_frame, split_meta
+    from pypod.agent.tree import index_digest
+
+    root = tmp_path / "pod"
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "a.py").write_text("a\n")
+    excludes = compile_excludes([])
+    entries = Tree(str(root), Excludes(excludes)).scan()
+
+    def answer(expect: str) -> dict:
+        argv, preamble = agent.stdin_command(sys.executable, "sync")
+        hello = meta_frame(b"H", {"root": str(root), "excludes": excludes, "expect": expect})
+        out = subprocess.run(argv, input=preamble + hello, capture_output=True, timeout=30).stdout
+        return next(split_meta(payload)[0] for kind, payload in FrameReader().feed(out) if kind == b"I")
+
+    assert answer(index_digest(entries)).get("same") is True
+    assert "entries" not in answer(index_digest(entries))
+    (root / "pkg" / "b.py").write_text("made in the pod while nobody watched\n")
+    changed = answer(index_digest(entries))
+    assert "same" not in changed and sorted(changed["entries"]) == ["pkg", "pkg/a.py", "pkg/b.py"]
