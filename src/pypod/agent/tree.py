@@ -19,12 +19,9 @@ import os
 import posixpath
 import re
 import stat
-import threading
 
 TMP_PREFIX = ".pypod-tmp-"
 CHUNK = 1 << 20
-HASH_THREADS = min(4, os.cpu_count() or 1)
-THREADED_HASH_BYTES = 8 << 20  # less than this to hash: threads would cost more than they save
 DIR = "d"
 LINK = "l:"
 UNREADABLE = "?"  # exists but cannot be read here: nothing is decided for it
@@ -200,9 +197,7 @@ class Tree:
         return full
 
     # -- reading ----------------------------------------------------------------
-    def _version(self, rel, full, st, unhashed=None):
-        """The version of what `st` describes; a file not in the stat cache is hashed,
-        or, given a list `unhashed`, added to it (for _hash_files) and None returned."""
+    def _version(self, rel, full, st):
         mode = st.st_mode
         if stat.S_ISDIR(mode):
             return DIR
@@ -214,9 +209,6 @@ class Tree:
         cached = self.cache.get(rel)
         if cached is not None and cached[:4] == key:
             return cached[4]
-        if unhashed is not None:
-            unhashed.append((rel, full, key, mode))
-            return None
         try:
             version = ("x" if mode & 0o111 else "-") + blob_digest(full, st.st_size)
         except PermissionError:
@@ -253,7 +245,6 @@ class Tree:
             if top != DIR:
                 return found
         stack = [under]
-        unhashed = []
         while stack:
             rel_dir = stack.pop()
             prefix = rel_dir + "/" if rel_dir else ""
@@ -273,7 +264,7 @@ class Tree:
                         is_dir = stat.S_ISDIR(st.st_mode)
                         if excluded(rel, name, is_dir):
                             continue
-                        version = self._version(rel, entry.path, st, unhashed)
+                        version = self._version(rel, entry.path, st)
                     except OSError:
                         continue  # vanished while we looked: its event will follow
                     if version is None:
@@ -281,40 +272,7 @@ class Tree:
                     found[rel] = version
                     if is_dir:
                         stack.append(rel)
-        self._hash_files(unhashed, found)
         return found
-
-    def _hash_files(self, unhashed, found):
-        """Hash the files a scan found new or changed, into `found` and the cache: in
-        threads when there is much (hashlib and file reads release the GIL)."""
-        versions = [None] * len(unhashed)
-
-        def hash_some(indexes):
-            for index in indexes:
-                _rel, full, key, mode = unhashed[index]
-                try:
-                    versions[index] = ("x" if mode & 0o111 else "-") + blob_digest(full, key[0])
-                except PermissionError:
-                    versions[index] = UNREADABLE
-                except OSError:
-                    pass  # vanished while we looked: its event will follow
-
-        threads = HASH_THREADS if sum(item[2][0] for item in unhashed) >= THREADED_HASH_BYTES else 1
-        if threads > 1:
-            shares = [range(i, len(unhashed), threads) for i in range(threads)]
-            workers = [threading.Thread(target=hash_some, args=(share,)) for share in shares]
-            for worker in workers:
-                worker.start()
-            for worker in workers:
-                worker.join()
-        else:
-            hash_some(range(len(unhashed)))
-        for index, version in enumerate(versions):  # (no zip(strict=) before Python 3.10)
-            if version is not None:
-                rel, _full, key, _mode = unhashed[index]
-                found[rel] = version
-                if version != UNREADABLE:
-                    self.cache[rel] = [*key, version]
 
     def refresh(self, rels, known):
         """What changed at `rels` (and below, for directories) against `known`, which is
