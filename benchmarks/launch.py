@@ -1,5 +1,6 @@
 """Launch speed: `pypod --help` against `kubectl --help` in a clean venv, and pypod's
 own overhead from invocation to the REPL prompt, net of the time Kubernetes takes to make the pod run.
+Both run the pypod of a clean venv (the worktree pip-installed): what a user gets.
 
     python benchmarks/launch.py [--runs 5] [--venv PATH]
 
@@ -26,6 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from harness import cluster as harness_cluster  # noqa: E402
 from harness.layout import Layout  # noqa: E402
+from tests import pypodcli  # noqa: E402
 from tests.pypodcli import Terminal  # noqa: E402
 
 
@@ -51,15 +53,13 @@ def clean_venv(where: Path) -> Path:
     return where / "bin" / "pypod"
 
 
-def help_ratio(runs: int, venv: str | None) -> None:
+def help_ratio(pypod: Path, runs: int) -> None:
     """`pypod --help` against `kubectl --help`, in a clean venv (the issue's anchor), and
     against `python -c pass` there (what Python's own start-up costs)."""
-    with tempfile.TemporaryDirectory() as scratch:
-        pypod = Path(venv) / "bin" / "pypod" if venv else clean_venv(Path(scratch) / "venv")
-        python = pypod.parent / "python"
-        pypod_help = time_command([str(pypod), "--help"], runs)
-        kubectl_help = time_command(["kubectl", "--help"], runs)
-        python_pass = time_command([str(python), "-c", "pass"], runs)
+    python = pypod.parent / "python"
+    pypod_help = time_command([str(pypod), "--help"], runs)
+    kubectl_help = time_command(["kubectl", "--help"], runs)
+    python_pass = time_command([str(python), "-c", "pass"], runs)
     bench("help_s", pypod_help, "s")
     bench("kubectl_help_s", kubectl_help, "s (the anchor)")
     bench("help_vs_kubectl", pypod_help / kubectl_help, "ratio")
@@ -93,7 +93,8 @@ class PodClock:
                 self.pod_running = time.monotonic()
 
 
-def launch_overhead(info, runs: int) -> None:  # type: ignore[no-untyped-def]
+def launch_overhead(info, pypod: Path, runs: int) -> None:  # type: ignore[no-untyped-def]
+    pypodcli.PYPOD[:] = [str(pypod)]  # the clean venv's pypod, as a user installs it
     from lightkube import Client, KubeConfig
     from lightkube.resources.batch_v1 import Job
     from lightkube.resources.core_v1 import Namespace, Pod
@@ -142,17 +143,19 @@ def launch_overhead(info, runs: int) -> None:  # type: ignore[no-untyped-def]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--venv", help="reuse this clean venv (pypod installed in it) for the --help figures")
+    parser.add_argument("--venv", help="reuse this clean venv (pypod installed in it) for every figure")
     args = parser.parse_args()
-    help_ratio(max(args.runs, 15), args.venv)
-    layout = Layout.default()
-    started_here = not harness_cluster.is_up(layout)
-    info = harness_cluster.up(layout, report=lambda m: print(m, file=sys.stderr))
-    try:
-        launch_overhead(info, args.runs)
-    finally:
-        if started_here:
-            harness_cluster.down(layout, report=lambda m: print(m, file=sys.stderr))
+    with tempfile.TemporaryDirectory() as scratch:
+        pypod = Path(args.venv) / "bin" / "pypod" if args.venv else clean_venv(Path(scratch) / "venv")
+        help_ratio(pypod, max(args.runs, 15))
+        layout = Layout.default()
+        started_here = not harness_cluster.is_up(layout)
+        info = harness_cluster.up(layout, report=lambda m: print(m, file=sys.stderr))
+        try:
+            launch_overhead(info, pypod, args.runs)
+        finally:
+            if started_here:
+                harness_cluster.down(layout, report=lambda m: print(m, file=sys.stderr))
 
 
 if __name__ == "__main__":

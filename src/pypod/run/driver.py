@@ -21,6 +21,8 @@ from .forward import PortForward
 from .output import Output
 
 if TYPE_CHECKING:
+    import subprocess
+
     from ..kube.kubectl import Kubectl
     from ..kube.queue import LocalQueueInfo, QueueTarget
     from ..kube.status import PodReport
@@ -229,18 +231,26 @@ class Driver(Connection):
         raise PypodError(f"the log stream of {pod} ended but its exit code never arrived", hint="see `pypod ps`")
 
     # -- interactive mode -----------------------------------------------------------
+    def attach_argv(self, pod: str) -> list[str]:
+        return self.kubectl().exec_argv(pod, DRIVER_CONTAINER, [agent.ATTACH_ENTRYPOINT])
+
     def relay_repl(
-        self, pod: str, name: str, seed: list[str], history_path: Path | None, env: dict[str, str] | None = None
+        self,
+        pod: str,
+        name: str,
+        seed: list[str],
+        history_path: Path | None,
+        env: dict[str, str] | None = None,
+        started: subprocess.Popen[bytes] | None = None,
     ) -> ReplEnd:
         from .terminal import run_terminal
 
-        kubectl = self.kubectl()
-        argv = kubectl.exec_argv(pod, DRIVER_CONTAINER, [agent.ATTACH_ENTRYPOINT])
         result = run_terminal(
-            argv,
+            self.attach_argv(pod),
             history=seed,
             env=env,
             banner=not self.out.quiet,
+            started=started,
             on_reconnect=lambda n: self.out.info(f"\r\n[pypod] connection lost; reconnecting (try {n})\r"),
         )
         if result.exit_code is None:

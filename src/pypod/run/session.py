@@ -25,6 +25,7 @@ from .forward import free_port
 from .guard import Guard, end_guard, start_guard
 from .output import Output
 from .signals import Stopped, stop_exit_code
+from .terminal import close_stream, open_stream
 
 if TYPE_CHECKING:
     from ..gitsource import GitSource
@@ -252,13 +253,19 @@ def _run(
         if request.notebook_port:
             local = free_port()
             notebook = (f"{local}:{request.notebook_port}",)
-        live = None
-        if settings.sync:
-            from .livesync import start_beside_repl
+        # The REPL's stream starts now and waits, sending nothing, while the first sync runs.
+        attach = open_stream(session.attach_argv(pod))
+        try:
+            live = None
+            if settings.sync:
+                from .livesync import start_beside_repl
 
-            live = start_beside_repl(session, watcher.state.pod, name, project, settings, out)
-        forwards = session.port_forwards(pod, notebook)
-        dashboard = SessionDashboard(session, watcher, pod).start()
+                live = start_beside_repl(session, watcher.state.pod, name, project, settings, out)
+            forwards = session.port_forwards(pod, notebook)
+            dashboard = SessionDashboard(session, watcher, pod).start()
+        except BaseException:
+            close_stream(attach)
+            raise
         if notebook:
             token = dict(request.session_env).get("JUPYTER_TOKEN", "")
             out.info(f"JupyterLab: http://127.0.0.1:{notebook[0].split(':')[0]}/lab?token={token}")
@@ -268,7 +275,7 @@ def _run(
         in_repl = True
         try:
             seed = history.seed_entries(history_path(settings))
-            end = session.relay_repl(pod, name, seed, history_path(settings), dict(request.session_env))
+            end = session.relay_repl(pod, name, seed, history_path(settings), dict(request.session_env), attach)
             if live is not None and end.installed:
                 live.settle()  # the pod's last edits of the project's files come home first
         finally:

@@ -74,9 +74,11 @@ def run_terminal(
     on_reconnect: Callable[[int], None] | None = None,
     give_up_after_s: float = 60.0,
     banner: bool = True,
+    started: subprocess.Popen[bytes] | None = None,
 ) -> SessionResult:
     """Relay the terminal until the REPL exits; reconnect if the stream breaks. `banner`:
-    whether a REPL started by this client opens with `pypod info`'s one line."""
+    whether a REPL started by this client opens with `pypod info`'s one line; `started`:
+    the first connection's exec, already started (see open_stream)."""
     in_fd = sys.stdin.fileno() if stdin_fd is None else stdin_fd
     out_fd = sys.stdout.fileno() if stdout_fd is None else stdout_fd
     attempt = 0
@@ -84,9 +86,8 @@ def run_terminal(
     first = True
     with raw_terminal(in_fd):
         while True:
-            result = _one_connection(
-                exec_argv, in_fd, out_fd, history if first else None, env if first else None, banner
-            )
+            proc = started if first and started is not None else open_stream(exec_argv)
+            result = _one_connection(proc, in_fd, out_fd, history if first else None, env if first else None, banner)
             first = False
             if result is not None:
                 return result
@@ -106,8 +107,28 @@ def _write_all(fd: int, data: bytes) -> None:
         data = data[written:]
 
 
+def open_stream(exec_argv: list[str]) -> subprocess.Popen[bytes]:
+    """Start the exec to the session host. Nothing is sent until the relay begins, so it
+    can be started early (kubectl's start and the stream's setup then overlap other
+    work) without the REPL starting before the first sync."""
+    proc = subprocess.Popen(exec_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    track_child(proc.pid)
+    return proc
+
+
+def close_stream(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(OSError):
+        assert proc.stdin is not None
+        proc.stdin.close()
+    if proc.poll() is None:
+        proc.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(2)
+    untrack_child(proc.pid)
+
+
 def _one_connection(
-    exec_argv: list[str],
+    proc: subprocess.Popen[bytes],
     in_fd: int,
     out_fd: int,
     history: list[str] | None,
@@ -115,8 +136,6 @@ def _one_connection(
     banner: bool = True,
 ) -> SessionResult | None:
     """One exec stream. Returns the result when the REPL ended, None when the stream broke."""
-    proc = subprocess.Popen(exec_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    track_child(proc.pid)
     assert proc.stdin is not None and proc.stdout is not None
     stream_in, stream_out = proc.stdin.fileno(), proc.stdout.fileno()
     rows, cols = terminal_size(in_fd)
@@ -170,10 +189,4 @@ def _one_connection(
         return None
     finally:
         signal.signal(signal.SIGWINCH, previous)
-        with contextlib.suppress(OSError):
-            proc.stdin.close()
-        if proc.poll() is None:
-            proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(2)
-        untrack_child(proc.pid)
+        close_stream(proc)
