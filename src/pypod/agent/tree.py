@@ -179,7 +179,9 @@ class Tree:
     def _dir_fd(self, directory):
         fd = self._dir_fds.get(directory)
         if fd is None:
-            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+            # O_NOFOLLOW: a directory swapped for a symlink since it was checked is refused.
+            flags = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+            fd = os.open(directory, flags)
             self._dir_fds[directory] = fd
         return fd
 
