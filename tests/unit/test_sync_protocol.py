@@ -345,3 +345,30 @@ def test_the_agent_answers_same_only_when_its_scan_matches_the_expected_digest(t
     (root / "pkg" / "b.py").write_text("made in the pod while nobody watched\n")
     changed = answer(index_digest(entries))
     assert "same" not in changed and sorted(changed["entries"]) == ["pkg", "pkg/a.py", "pkg/b.py"]
+
+
+def test_the_host_unpacks_the_agent_where_the_stdin_loader_finds_it_compiled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+    import tempfile
+
+    from pypod import agent
+    from pypod.agent.session import unpack_for_stdin_loader
+
+    archive = tmp_path / "agent.pyz"
+    archive.write_bytes(agent.agent_archive())
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    unpack_for_stdin_loader(str(archive))
+    (unpacked,) = (scratch / "pypod").iterdir()
+    assert sorted(p.name for p in (unpacked / "pypod_agent" / "__pycache__").iterdir() if "syncd" in p.name)
+    main_inode = (unpacked / "__main__.py").stat().st_ino
+    argv, preamble = agent.stdin_command(sys.executable, "sync")
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    done = subprocess.run(argv, input=preamble, capture_output=True, timeout=30, env=env)
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in (scratch / "pypod").iterdir()] == [unpacked.name]  # used as it was
+    assert (unpacked / "__main__.py").stat().st_ino == main_inode
