@@ -121,6 +121,31 @@ def test_signals_wait_for_a_deferred_block_then_act() -> None:
     assert finished
 
 
+def test_a_deferred_block_holds_the_signal_while_other_threads_run() -> None:
+    # pypod always has other threads; a process signal may be taken by any of them, and
+    # Python then runs its handler in the main thread at once (this failed in the full suite).
+    import threading
+
+    from pypod.run.signals import signals_deferred
+
+    stop = threading.Event()
+    others = [threading.Thread(target=stop.wait, daemon=True) for _ in range(4)]
+    for thread in others:
+        thread.start()
+    finished = False
+    try:
+        with pytest.raises(Stopped), stopping_on_signals():
+            with signals_deferred():
+                for _ in range(20):
+                    os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.2)
+                finished = True
+            time.sleep(1)
+    finally:
+        stop.set()
+    assert finished
+
+
 def test_a_signal_deferred_while_the_status_line_stops_lets_the_cleanup_clear_it_again() -> None:
     # SIGTERM arrives while rich stops the live line; it acts as that block ends, and the
     # cleanup it starts clears the output again: that must not stop the line twice.

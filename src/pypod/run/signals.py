@@ -60,13 +60,25 @@ def stopping_on_signals() -> Iterator[None]:
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
     """Within: Ctrl-C, SIGTERM and SIGHUP wait until the block is done (then act at once).
-    For code that must not be cut in half, such as rich starting or stopping a live line."""
+    For code that must not be cut in half, such as rich starting or stopping a live line.
+
+    The handlers are swapped, not the signal mask: a process signal reaches whichever
+    thread does not block it, and Python then runs its handler in the main thread
+    anyway; pypod always has other threads (the sync, the dashboard, watchers)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    deferred = {signal.SIGINT, *STOP_SIGNALS}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, deferred)
+    arrived: list[int] = []
+
+    def remember(signum: int, _frame: FrameType | None) -> None:
+        if signum not in arrived:
+            arrived.append(signum)
+
+    previous = {each: signal.signal(each, remember) for each in (signal.SIGINT, *STOP_SIGNALS)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for each, handler in previous.items():
+            signal.signal(each, signal.SIG_DFL if handler is None else handler)  # None: not set from Python
+        for signum in arrived:  # now, with the handlers that were there before
+            signal.raise_signal(signum)
