@@ -28,7 +28,17 @@ import tempfile
 import time
 
 from .frames import FrameReader, meta_frame, split_meta
-from .tree import CHUNK, UNREADABLE, Excludes, Tree, UnsafePathError, blob_id, index_digest, is_file_version
+from .tree import (
+    CHUNK,
+    UNREADABLE,
+    Excludes,
+    Tree,
+    UnsafePathError,
+    blob_id,
+    index_digest,
+    is_file_version,
+    write_all,
+)
 from .watcher import RESCAN, PollingWatcher, make_watcher
 
 BYTES_CHANGED = "bytes did not match"
@@ -41,13 +51,6 @@ CACHE_DIR = os.path.join(tempfile.gettempdir(), "pypod")
 def _cache_file(root):
     key = hashlib.sha1(root.encode("utf-8", "surrogateescape")).hexdigest()
     return os.path.join(CACHE_DIR, "sync-cache-%s.json" % key)
-
-
-def _write_all(fd, data):
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
 
 
 class Receiving:
@@ -81,7 +84,7 @@ class SyncAgent:
         self.flush()
         if self.outbox:
             data, self.outbox = bytes(self.outbox), bytearray()
-            _write_all(self.out_fd, data)
+            write_all(self.out_fd, data)
 
     def flush(self):
         if self.done or self.rejected:

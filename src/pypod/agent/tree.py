@@ -388,7 +388,7 @@ class Tree:
                 return version
         fd, temp = _create_temp(os.path.dirname(full), mode)
         try:
-            _write_fd(fd, data)
+            write_all(fd, data)
         except OSError:
             os.close(fd)
             _discard(temp)
@@ -513,7 +513,7 @@ def _covered(rel, rels, known):
 UNNAMED_UNSUPPORTED = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT, errno.EXDEV)
 
 
-def _write_fd(fd, data):
+def write_all(fd, data):
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
@@ -526,7 +526,7 @@ def _link_new_file(dir_fd, name, mode, data):
     try:
         if mode & _UMASK:
             os.fchmod(fd, mode)
-        _write_fd(fd, data)
+        write_all(fd, data)
         # linkat(AT_SYMLINK_FOLLOW) from /proc names the open file (os.link calls
         # linkat only when given a directory fd); it fails if `name` exists.
         os.link("/proc/self/fd/%d" % fd, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=True)
