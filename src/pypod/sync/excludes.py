@@ -11,6 +11,7 @@ from typing import Any
 
 import pathspec
 
+from ..errors import UsageError
 from ..image.files import EXCLUDED_DIRS, EXCLUDED_SUFFIXES
 
 IGNORE_FILES = (".gitignore", ".pypodignore")
@@ -59,5 +60,31 @@ def compile_excludes(patterns: Iterable[str]) -> dict[str, Any]:
     return {"dirs": sorted(EXCLUDED_DIRS), "suffixes": list(EXCLUDED_SUFFIXES), "rules": rules}
 
 
+def _parses(pattern: str) -> bool:
+    try:
+        pathspec.GitIgnoreSpec.from_lines([pattern])
+    except ValueError:
+        return False
+    return True
+
+
+def check_patterns(patterns: Iterable[str]) -> None:
+    """A `sync_exclude` setting that is no gitignore pattern is the user's to fix."""
+    for pattern in patterns:
+        if not _parses(pattern):
+            raise UsageError(
+                f"sync exclude {pattern!r} is not a gitignore pattern",
+                hint="fix --sync-exclude (or sync_exclude in [tool.pypod], PYPOD_SYNC_EXCLUDE): e.g. 'data/', '*.log'",
+            )
+
+
 def sync_excludes(root: Path, extra: Iterable[str] = ()) -> dict[str, Any]:
-    return compile_excludes([*ignore_patterns(root), *extra])
+    """The excludes of a project folder. A line of an ignore file that is no pattern is
+    skipped, as git skips it."""
+    extra = list(extra)
+    check_patterns(extra)
+    from_files = ignore_patterns(root)
+    try:
+        return compile_excludes([*from_files, *extra])
+    except ValueError:
+        return compile_excludes([*(p for p in from_files if _parses(p)), *extra])
