@@ -23,6 +23,7 @@ from .dashboard import SessionDashboard
 from .driver import LOST_CONNECTION, Driver, history_path, local_user, warn_untracked
 from .forward import free_port
 from .guard import Guard, end_guard, start_guard
+from .livesync import SyncPrep, start_beside_repl
 from .output import Output
 from .signals import Stopped, stop_exit_code
 from .terminal import close_stream, open_stream
@@ -196,6 +197,10 @@ def start(settings: Settings, project: Project, request: RunRequest, out: Output
     queue_info = session.check_queue(job_queue(driver_job(preview, template_text, template_source)))
     session.check_gpus(settings.gpu, settings.gpu_product)
     check_volumes(session, settings, out)
+    if settings.sync and settings.sync_exclude:
+        from ..sync.excludes import check_patterns
+
+        check_patterns(settings.sync_exclude)
     ship = ship_git_image if source else ship_image
     image = settings.image or ship(settings, project, out)
     spec = plan_run(settings, project, request, local_user(), image, namespace=session.namespace)
@@ -239,6 +244,8 @@ def _run(
         queue = job_queue(job)
         out.info(f"run {name} created in namespace {session.namespace}" + (f" in queue {queue}" if queue else ""))
         target: QueueTarget | None = session.queue_target(queue_info, queue, uid)
+        # Built while Kubernetes starts the pod: the sync then starts as soon as it runs.
+        prep = SyncPrep(project, settings) if settings.sync and request.mode != "job" else None
         watcher, _ = session.wait_running(name, accept_terminated=request.mode == "job", queue_target=target)
         pod = session.pod_name(watcher)
         if request.mode == "job":
@@ -257,10 +264,8 @@ def _run(
         attach = open_stream(session.attach_argv(pod))
         try:
             live = None
-            if settings.sync:
-                from .livesync import start_beside_repl
-
-                live = start_beside_repl(session, watcher.state.pod, name, project, settings, out)
+            if prep is not None:
+                live = start_beside_repl(session, watcher.state.pod, name, project, settings, out, prep)
             forwards = session.port_forwards(pod, notebook)
             dashboard = SessionDashboard(session, watcher, pod).start()
         except BaseException:
