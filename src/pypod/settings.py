@@ -18,8 +18,8 @@ from typing import Any
 
 from .errors import ProjectError, UsageError
 from .gitsource import DEFAULT_GIT_IMAGE, setting_value
+from .image import DEFAULT_PLATFORM
 from .image.buildargs import check_build_args
-from .image.registry import DEFAULT_PLATFORM
 from .kube.podenv import parse_threads
 from .profiles import Profile, project_profiles, select_profile
 from .quantity import check_quantity

@@ -29,6 +29,7 @@ MODULES = (
     "gpus",
     "main",
     "mounts",
+    "podvars",
     "resources",
     "session",
     "syncd",

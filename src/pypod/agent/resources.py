@@ -21,48 +21,14 @@ from dataclasses import asdict, dataclass, field
 
 from . import cgroups, mounts
 from .gpus import Gpu, Gpus, MigDevice, find_gpus
+from .podvars import DOWNWARD_IDENTITY, DOWNWARD_RESOURCES, IMAGE_ENV, THREAD_VARS
 
 SCHEMA = 1
 SHM_DEFAULT = 64 * 1024 * 1024  # the container runtimes' /dev/shm when nothing else is asked for
 DU_BUDGET_S = 0.5  # measuring emptyDirs stops here and says the figure is a lower bound
 CPU_SAMPLE_S = 0.05
 
-# Environment variables of the downward API that pypod sets in its pods (resourceFieldRef
-# with divisor 1m for cpu and 1 for bytes). Only limits that are set are exposed: an unset
-# limit would read as the node's allocatable amount.
-DOWNWARD_IDENTITY = {
-    "pod_name": "POD_NAME",
-    "namespace": "POD_NAMESPACE",
-    "node_name": "NODE_NAME",
-    "pod_uid": "POD_UID",
-}
-DOWNWARD_RESOURCES = {
-    # field: (env name, resource, divisor)
-    "cpu_request": ("POD_CPU_REQUEST_MILLICORES", "requests.cpu", "1m"),
-    "cpu_limit": ("POD_CPU_LIMIT_MILLICORES", "limits.cpu", "1m"),
-    "memory_request": ("POD_MEMORY_REQUEST_BYTES", "requests.memory", "1"),
-    "memory_limit": ("POD_MEMORY_LIMIT_BYTES", "limits.memory", "1"),
-    "ephemeral_request": ("POD_EPHEMERAL_STORAGE_REQUEST_BYTES", "requests.ephemeral-storage", "1"),
-    "ephemeral_limit": ("POD_EPHEMERAL_STORAGE_LIMIT_BYTES", "limits.ephemeral-storage", "1"),
-}
-IMAGE_ENV = "POD_IMAGE"  # not PYPOD_IMAGE: that is the `image` setting of a pypod run inside
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-
-# Thread pools sized from these instead of every core of the node: OpenMP, MKL, OpenBLAS,
-# BLIS, Accelerate, numexpr, Rayon (polars, tokenizers), polars, and Python 3.13's
-# os.cpu_count()/os.process_cpu_count().
-THREAD_VARS = (
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "BLIS_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-    "NUMEXPR_MAX_THREADS",
-    "RAYON_NUM_THREADS",
-    "POLARS_MAX_THREADS",
-    "PYTHON_CPU_COUNT",
-)
 
 
 # -- the answer -----------------------------------------------------------------------------------

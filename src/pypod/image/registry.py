@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RegistryError
+from . import DEFAULT_PLATFORM
 from .layer import LAYER_MEDIA_TYPE, Layer
 from .regauth import host_auth, mount_source_scope, repository_of, same_origin
 
@@ -31,9 +32,6 @@ OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 ACCEPT = [OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_LIST]
-# What clusters mostly run; a laptop's own platform (arm64 Macs) would make images those
-# nodes cannot execute.
-DEFAULT_PLATFORM = "linux/amd64"
 # Docker's media types have exact OCI equivalents; the blobs are the same bytes.
 TO_OCI = {
     "application/vnd.docker.image.rootfs.diff.tar.gzip": LAYER_MEDIA_TYPE,

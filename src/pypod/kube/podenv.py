@@ -2,7 +2,7 @@
 has: the downward API (identity, and the requests and limits that a cgroup namespace hides),
 the image, and thread-pool sizes from the CPU limit. Pure: containers' dicts in and out.
 
-`pypod info` (agent/resources.py) reads these names; they are defined there.
+`pypod info` (agent/resources.py) reads these names; agent/podvars.py defines them.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..agent.resources import DOWNWARD_IDENTITY, DOWNWARD_RESOURCES, IMAGE_ENV, THREAD_VARS
+from ..agent.podvars import DOWNWARD_IDENTITY, DOWNWARD_RESOURCES, IMAGE_ENV, THREAD_VARS
 from ..errors import UsageError
 from ..quantity import parse_quantity
 

@@ -12,8 +12,6 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import yaml
-
 from ..errors import TemplateError
 
 PLACEHOLDERS = (
@@ -85,6 +83,8 @@ def _fill(node: Any, values: Mapping[str, str], command: Sequence[str]) -> Any:
 
 def render_template(text: str, values: Mapping[str, str], command: Sequence[str], source: str = "template") -> dict:
     """Parse a driver template and fill its placeholders; it must describe one Job."""
+    import yaml  # here: a run without a template does not pay for PyYAML's import
+
     try:
         parsed = yaml.safe_load(_tokenize(text))
     except yaml.YAMLError as exc:

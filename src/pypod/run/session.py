@@ -155,13 +155,13 @@ def resolve_git(settings: Settings, project: Project, out: Output) -> GitSource 
 
 def start(settings: Settings, project: Project, request: RunRequest, out: Output) -> int:
     """`pypod`, `pypod CODE`, `pypod run SCRIPT`: returns pypod's exit code."""
-    import yaml
-
     template_text, template_source = read_template(settings)
     if settings.git_secret and settings.git is None:
         raise UsageError("--git-secret is for --git runs", hint="add --git, or drop --git-secret")
     source = resolve_git(settings, project, out)
     if request.dry_run:
+        import yaml
+
         what = "pypod's own package (the code comes from git)" if source else "this project's source"
         image = settings.image or f"{settings.image_repo or '<IMAGE_REPO>'}:<tag of {what}>"
         from ..kube.client import configured_namespace
