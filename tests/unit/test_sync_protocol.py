@@ -121,8 +121,12 @@ def test_a_new_pods_first_sync_hashes_nothing_here_with_the_shared_stat_cache(
         pass
     assert "cache" not in json.loads((tmp_path / "pod1.json").read_text())  # kept apart, once
     hashed: list[str] = []
-    real_digest = tree.blob_digest
-    monkeypatch.setattr(tree, "blob_digest", lambda path, size: hashed.append(path) or real_digest(path, size))
+    real_hash = tree.Tree._hash
+    monkeypatch.setattr(
+        tree.Tree,
+        "_hash",
+        lambda self, rel, full, mode, size: hashed.append(full) or real_hash(self, rel, full, mode, size),
+    )
     (local / "m3.py").write_text("x = 'changed'\n")
     other_pod = tmp_path / "other-pod"
     with RunningSync(local, str(other_pod), local_agent(), state_file=tmp_path / "pod2.json", cache_file=cache):
@@ -295,6 +299,19 @@ def test_a_rescan_of_a_directory_covers_the_events_below_it(tmp_path: Path) -> N
     changes = tree.refresh({"d", "d/a", "d/new"}, known)  # d/b's event is not among them
     assert changes == {"d/a": _version_of(b"a2"), "d/b": None, "d/new": _version_of(b"n")}
     assert sorted(known) == ["d", "d/a", "d/c", "d/new"]
+
+
+def test_a_rescan_finds_what_went_missing_deeper_down_and_nowhere_else(tmp_path: Path) -> None:
+    tree = Tree(str(tmp_path), Excludes(compile_excludes([])))
+    for rel in ("d/e/x", "d/y", "dd/x", "z"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    known: dict[str, str] = {}
+    tree.refresh({""}, known)
+    (tmp_path / "d" / "e" / "x").unlink()
+    (tmp_path / "dd" / "x").unlink()  # not below d: its own event would report it
+    assert tree.refresh({"d"}, known) == {"d/e/x": None}
+    assert "dd/x" in known
 
 
 def test_symlink_chains_cannot_climb_out(tmp_path: Path) -> None:

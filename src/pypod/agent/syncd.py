@@ -151,6 +151,7 @@ class SyncAgent:
             self.watcher.close()
             self.watcher, how = PollingWatcher(), "polling (inotify: %s)" % exc
             self.known = self.tree.scan()
+        self.tree.on_linked = self.watcher.expect
         answer = {"watcher": how, "python": sys.version.split()[0]}
         if meta.get("expect") and index_digest(self.known) == meta["expect"]:
             answer["same"] = True  # as pypod expects: no need to send 10,000 entries back

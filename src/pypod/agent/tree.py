@@ -22,6 +22,7 @@ import stat
 
 TMP_PREFIX = ".pypod-tmp-"
 CHUNK = 1 << 20
+HOLD_FILE_BYTES = 256 << 10  # files up to this size can be held in memory once hashed
 DIR = "d"
 LINK = "l:"
 UNREADABLE = "?"  # exists but cannot be read here: nothing is decided for it
@@ -166,24 +167,33 @@ class Tree:
         self._checked_dirs = set()  # parents already seen not to be symlinks, in this batch
         self._existing_dirs = set()
         self.unnamed_files = hasattr(os, "O_TMPFILE")  # until this disk says it cannot
-        self._dir_fds = {}  # directory -> an open fd on it, in this batch
+        # Small files hashed afresh keep their bytes, up to this many in all, for the
+        # sender to send without reading them again: rel -> (version, bytes).
+        self.hold_budget = 0
+        self.held = {}
+        self._dir_fds = {}  # directory -> (an open fd on it, its (st_dev, st_ino)), in this batch
+        # Called as (rel, directory's (st_dev, st_ino), inode) right after this side links
+        # a new file in: the watcher then knows the events that follow are its own echo.
+        self.on_linked = None
 
     def new_batch(self):
         """Forget which directories were checked: what is on disk may have changed since."""
         self._checked_dirs.clear()
         self._existing_dirs.clear()
-        for fd in self._dir_fds.values():
+        for fd, _identity in self._dir_fds.values():
             os.close(fd)
         self._dir_fds.clear()
 
     def _dir_fd(self, directory):
-        fd = self._dir_fds.get(directory)
-        if fd is None:
+        """An fd on `directory` and the directory's (st_dev, st_ino)."""
+        opened = self._dir_fds.get(directory)
+        if opened is None:
             # O_NOFOLLOW: a directory swapped for a symlink since it was checked is refused.
             flags = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
             fd = os.open(directory, flags)
-            self._dir_fds[directory] = fd
-        return fd
+            st = os.fstat(fd)
+            opened = self._dir_fds[directory] = (fd, (st.st_dev, st.st_ino))
+        return opened
 
     def path(self, rel):
         """The absolute path of `rel`, refusing unsafe paths (see resolve_under). Parent
@@ -212,11 +222,43 @@ class Tree:
         if cached is not None and cached[:4] == key:
             return cached[4]
         try:
-            version = ("x" if mode & 0o111 else "-") + blob_digest(full, st.st_size)
+            version = self._hash(rel, full, mode, st.st_size)
         except PermissionError:
             return UNREADABLE
         self.cache[rel] = [*key, version]
         return version
+
+    def _hash(self, rel, full, mode, size):
+        """The version of the file's bytes, read now; a small one's bytes are held while
+        the budget lasts."""
+        kind = "x" if mode & 0o111 else "-"
+        if not 0 < size <= min(self.hold_budget, HOLD_FILE_BYTES):
+            return kind + blob_digest(full, size)
+        fd = os.open(full, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            data = os.read(fd, size + 1)
+        finally:
+            os.close(fd)
+        if len(data) != size:  # changing as we read: as blob_digest would, and hold nothing
+            return kind + blob_digest(full, size)
+        version = kind + blob_id(data)
+        self.held[rel] = (version, data)
+        self.hold_budget -= size
+        return version
+
+    def take_held(self, rel, version):
+        """The bytes hashed as `version` for `rel`, if held (they are that version, whatever
+        the file holds now), else None."""
+        held = self.held.pop(rel, None)
+        if held is None or held[0] != version:
+            return None
+        self.hold_budget += len(held[1])
+        return held[1]
+
+    def release_held(self):
+        for _version, data in self.held.values():
+            self.hold_budget += len(data)
+        self.held.clear()
 
     def version(self, rel):
         """The path's version now, or None if absent, excluded or not a syncable kind."""
@@ -296,13 +338,18 @@ class Tree:
             changes.update((p, v) for p, v in now.items() if known.get(p) != v)
         if scanned:
             # Gone from below a rescanned directory: one pass over `known` for all of
-            # them (a pass per directory costs seconds when thousands of files arrive).
+            # them (a pass per directory costs seconds when thousands of files arrive),
+            # which looks closer only at the paths below one of them.
+            below = tuple(directory + "/" for directory in scanned)
             for path in known:
+                if not path.startswith(below):
+                    continue
                 parent = path.rpartition("/")[0]
                 while parent:
                     now = scanned.get(parent)
                     if now is not None and path not in now:
                         changes[path] = None
+                        break
                     parent = parent.rpartition("/")[0]
         for path, version in changes.items():
             if version is None:
@@ -374,7 +421,7 @@ class Tree:
         _make_parents(self, rel)
         if expect is None and keep_as is None and self.unnamed_files:
             directory, name = full.rsplit("/", 1)
-            dir_fd = self._dir_fd(directory)
+            dir_fd, identity = self._dir_fd(directory)
             try:
                 st = _link_new_file(dir_fd, name, mode, data)
             except FileExistsError:
@@ -384,6 +431,8 @@ class Tree:
                     raise
                 self.unnamed_files = False  # this disk or kernel cannot: the temp name it is
             else:
+                if self.on_linked is not None:
+                    self.on_linked(rel, identity, st.st_ino)
                 self.cache[rel] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, version]
                 return version
         fd, temp = _create_temp(os.path.dirname(full), mode)

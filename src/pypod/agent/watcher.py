@@ -41,6 +41,7 @@ MASK = (
 )
 EVENT = struct.Struct("iIII")
 RESCAN = ""
+MAX_OWN = 100_000  # expectations kept; dropping them costs only re-examinations
 
 
 class InotifyWatcher:
@@ -58,6 +59,10 @@ class InotifyWatcher:
         if self.fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1 failed")
         self.dirs = {}  # watch descriptor -> relative directory ("" for the root)
+        self.wds = {}  # relative directory -> watch descriptor
+        self.identities = {}  # watch descriptor -> (st_dev, st_ino) of the directory it holds
+        # (wd, name) -> the event our own write of that name will raise: skipped once, unread.
+        self.own = {}
         if watch_tree:
             self.add_tree("")
         else:
@@ -68,13 +73,33 @@ class InotifyWatcher:
 
     def _add(self, rel):
         full = self.root + "/" + rel if rel else self.root
-        wd = self.libc.inotify_add_watch(self.fd, full.encode("utf-8", "surrogateescape"), MASK)
+        identity = None
+        try:  # watched through an fd, so the watch is known to hold this very directory
+            fd = os.open(full, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                return  # gone, or a symlink: not watched, as IN_DONT_FOLLOW refuses it
+            raise
+        try:
+            st = os.fstat(fd)
+            wd = self.libc.inotify_add_watch(self.fd, b"/proc/self/fd/%d" % fd, MASK & ~IN_DONT_FOLLOW)
+            if wd >= 0:
+                identity = (st.st_dev, st.st_ino)
+        finally:
+            os.close(fd)
+        if wd < 0:  # no /proc: by name, without knowing which directory it holds
+            wd = self.libc.inotify_add_watch(self.fd, full.encode("utf-8", "surrogateescape"), MASK)
         if wd < 0:
             code = ctypes.get_errno()
             if code in (errno.ENOENT, errno.ENOTDIR):
                 return
             raise OSError(code, "inotify_add_watch %s: %s" % (full, os.strerror(code)))
         self.dirs[wd] = rel
+        self.wds[rel] = wd
+        if identity is None:
+            self.identities.pop(wd, None)
+        else:
+            self.identities[wd] = identity
 
     def add_tree(self, rel):
         """Watch `rel` and every synced directory below it."""
@@ -92,9 +117,26 @@ class InotifyWatcher:
                 if entry.is_dir(follow_symlinks=False) and not self.excludes.excluded(child, True):
                     stack.append(child)
 
+    def expect(self, rel, directory, inode):
+        """This side just linked a new file in as `rel`, in the directory `directory`
+        ((st_dev, st_ino)), from an unnamed file of inode `inode`: the two events that
+        raises (IN_CREATE of its name, IN_CLOSE_WRITE of the unnamed file, which the
+        kernel names "#<inode>") are our own echo, not changes to report. Only where a
+        watch holds that very directory, so the kernel is sure to raise them; a later
+        change to the file raises events of its own."""
+        parent, _, name = rel.rpartition("/")
+        wd = self.wds.get(parent)
+        if wd is None or self.identities.get(wd) != directory:
+            return
+        if len(self.own) >= MAX_OWN:
+            self.own.clear()
+        self.own[(wd, name.encode("utf-8", "surrogateescape"))] = IN_CREATE
+        self.own[(wd, b"#%d" % inode)] = IN_CLOSE_WRITE
+
     def read(self):
         """The paths touched since the last call (empty if none)."""
         changed = set()
+        own = self.own
         while True:
             try:
                 data = os.read(self.fd, 1 << 16)
@@ -105,13 +147,22 @@ class InotifyWatcher:
                 wd, mask, _cookie, length = EVENT.unpack_from(data, offset)
                 name = data[offset + EVENT.size : offset + EVENT.size + length].rstrip(b"\0")
                 offset += EVENT.size + length
+                if own and own.get((wd, name)) == mask:
+                    del own[(wd, name)]
+                    continue
                 if mask & IN_Q_OVERFLOW:  # events were lost: rescan, and watch what is new
+                    own.clear()
                     self.add_tree("")
                     changed.add(RESCAN)
                     continue
                 base = self.dirs.get(wd)
                 if mask & IN_IGNORED:
                     self.dirs.pop(wd, None)
+                    self.identities.pop(wd, None)
+                    if self.wds.get(base) == wd:
+                        del self.wds[base]
+                    for key in [key for key in own if key[0] == wd]:
+                        del own[key]
                     continue
                 if base is None or not name:
                     continue
@@ -136,6 +187,9 @@ class PollingWatcher:
 
     def fileno(self):
         return None
+
+    def expect(self, rel, directory, inode):
+        pass  # every poll rescans: there are no events to skip
 
     def read(self):
         return {RESCAN}

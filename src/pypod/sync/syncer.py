@@ -49,6 +49,7 @@ WATCH_FAILED = b"watch-failed"
 BYTES_CHANGED = "bytes did not match"  # the agent's reason when a file changed while sent
 NO_PYTHON = ("executable file not found", "exit code 127", "No such file or directory")
 GIVE_UP_AFTER = 6  # failed connections in a row before one answer
+HOLD_BYTES = 128 << 20  # small files' bytes kept from their hashing to their upload, at most
 
 
 @dataclass
@@ -111,6 +112,7 @@ class Syncer:
         self.report = report
         self.allow_inotify = allow_inotify
         self.tree = Tree(str(local_root), Excludes(excludes))
+        self.tree.hold_budget = HOLD_BYTES
         self.inbox: queue.Queue[Message] = queue.Queue()
         self.health = SyncHealth()
         self.first_sync = threading.Event()  # set once both sides agree for the first time
@@ -400,6 +402,12 @@ class Syncer:
             self.link.flush()
 
     def _decide_and_act(self) -> None:
+        try:
+            self._decide_and_act_on_ready()
+        finally:
+            self.tree.release_held()  # what was not sent now is read again when it is
+
+    def _decide_and_act_on_ready(self) -> None:
         self.tree.new_batch()
         ready = {p for p in self.dirty if p not in self.pending}
         if ready and self.downloads:
@@ -468,6 +476,10 @@ class Syncer:
             self.link.send(b"K", {**op, "source": source})
             return
         self.no_copy.discard(path)
+        held = self.tree.take_held(path, version)
+        if held is not None:  # read once, when it was hashed: these bytes are `version`
+            self.link.send_file(path, version, expect, keep_as, held)
+            return
         open_stream = False
         try:
             with open(self.tree.path(path), "rb") as handle:

@@ -1,0 +1,56 @@
+"""The local side reads a small file once: the bytes it hashed are the bytes it sends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pypod.agent.tree import Excludes, Tree, blob_id
+
+
+def test_held_bytes_are_the_hashed_version_whatever_the_file_holds_later(tmp_path: Path) -> None:
+    tree = Tree(str(tmp_path), Excludes({}))
+    tree.hold_budget = 1 << 20
+    (tmp_path / "a.py").write_bytes(b"first")
+    version = tree.version("a.py")
+    (tmp_path / "a.py").write_bytes(b"second")  # changed before it is sent
+    assert version == "-" + blob_id(b"first")
+    assert tree.take_held("a.py", version) == b"first"
+    assert tree.take_held("a.py", version) is None  # taken once
+    assert tree.hold_budget == 1 << 20
+
+
+def test_hashing_holds_small_files_within_the_budget_only(tmp_path: Path) -> None:
+    tree = Tree(str(tmp_path), Excludes({}))
+    tree.hold_budget = 10
+    for name, size in (("a", 6), ("b", 6), ("c", 3)):
+        (tmp_path / name).write_bytes(b"x" * size)
+    versions = tree.scan()
+    assert sorted(tree.held) == ["a", "c"] or sorted(tree.held) == ["b", "c"]
+    assert tree.hold_budget == 1
+    tree.release_held()
+    assert tree.held == {} and tree.hold_budget == 10
+    assert tree.take_held("a", versions["a"]) is None
+
+
+def test_a_first_sync_opens_each_small_file_here_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pypod.sync import syncer
+    from tests.synchelp import RunningSync, local_agent
+
+    local, remote = tmp_path / "local", tmp_path / "pod"
+    local.mkdir()
+    for i in range(30):
+        (local / f"m{i}.py").write_text(f"x = {i}\n" * 100)
+    reopened: list[str] = []
+
+    def spy_open(path, *args):  # type: ignore[no-untyped-def]
+        reopened.append(str(path))
+        return open(path, *args)
+
+    monkeypatch.setattr(syncer, "open", spy_open, raising=False)
+    with RunningSync(local, str(remote), local_agent()) as sync:
+        pass
+    assert reopened == []  # sent from the bytes held since they were hashed
+    assert sync.syncer.tree.held == {}
+    assert all((remote / f"m{i}.py").read_text() == f"x = {i}\n" * 100 for i in range(30))
