@@ -21,11 +21,10 @@ from .forward import PortForward
 from .output import Output
 
 if TYPE_CHECKING:
-    import subprocess
-
     from ..kube.kubectl import Kubectl
     from ..kube.queue import LocalQueueInfo, QueueTarget
     from ..kube.status import PodReport
+    from .terminal import StartedStream
 
 # Exit code when the stream to a live REPL is lost for good: the run goes on; reattach.
 LOST_CONNECTION = StreamError.exit_code
@@ -234,6 +233,12 @@ class Driver(Connection):
     def attach_argv(self, pod: str) -> list[str]:
         return self.kubectl().exec_argv(pod, DRIVER_CONTAINER, [agent.ATTACH_ENTRYPOINT])
 
+    def start_repl(self, pod: str, seed: list[str], env: dict[str, str] | None = None) -> StartedStream:
+        """Start the REPL in the pod now, while pypod does other work; see relay_repl."""
+        from .terminal import start_stream
+
+        return start_stream(self.attach_argv(pod), history=seed, env=env, banner=not self.out.quiet)
+
     def relay_repl(
         self,
         pod: str,
@@ -241,7 +246,7 @@ class Driver(Connection):
         seed: list[str],
         history_path: Path | None,
         env: dict[str, str] | None = None,
-        started: subprocess.Popen[bytes] | None = None,
+        started: StartedStream | None = None,
     ) -> ReplEnd:
         from .terminal import run_terminal
 

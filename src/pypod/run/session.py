@@ -26,7 +26,7 @@ from .guard import Guard, end_guard, start_guard
 from .livesync import SyncPrep, start_beside_repl
 from .output import Output
 from .signals import Stopped, stop_exit_code
-from .terminal import close_stream, open_stream
+from .terminal import close_stream
 
 if TYPE_CHECKING:
     from ..gitsource import GitSource
@@ -260,8 +260,10 @@ def _run(
         if request.notebook_port:
             local = free_port()
             notebook = (f"{local}:{request.notebook_port}",)
-        # The REPL's stream starts now and waits, sending nothing, while the first sync runs.
-        attach = open_stream(session.attach_argv(pod))
+        # The REPL starts in the pod while the first sync runs; nothing typed reaches it
+        # before the sync agrees (the relay starts after), so it runs on the local code.
+        seed = history.seed_entries(history_path(settings))
+        repl = session.start_repl(pod, seed, dict(request.session_env))
         try:
             live = None
             if prep is not None:
@@ -269,7 +271,7 @@ def _run(
             forwards = session.port_forwards(pod, notebook)
             dashboard = SessionDashboard(session, watcher, pod).start()
         except BaseException:
-            close_stream(attach)
+            close_stream(repl.proc)
             raise
         if notebook:
             token = dict(request.session_env).get("JUPYTER_TOKEN", "")
@@ -279,8 +281,7 @@ def _run(
         guard.disarm(name)
         in_repl = True
         try:
-            seed = history.seed_entries(history_path(settings))
-            end = session.relay_repl(pod, name, seed, history_path(settings), dict(request.session_env), attach)
+            end = session.relay_repl(pod, name, seed, history_path(settings), dict(request.session_env), repl)
             if live is not None and end.installed:
                 live.settle()  # the pod's last edits of the project's files come home first
         finally:

@@ -65,6 +65,36 @@ def raw_terminal(fd: int) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
+@dataclass
+class StartedStream:
+    """An exec to the session host whose start frame is sent: the REPL starts in the pod
+    while pypod does other work (the first sync), and nothing typed is sent until the relay."""
+
+    proc: subprocess.Popen[bytes]
+    size: tuple[int, int]  # the terminal's size as the start frame gave it
+
+
+def start_frame(rows: int, cols: int, history: list[str] | None, env: dict[str, str] | None, banner: bool) -> bytes:
+    start = {"rows": rows, "cols": cols, "history": history or [], "env": env or {}, "banner": banner}
+    return frame(b"S", json.dumps(start).encode())
+
+
+def start_stream(
+    exec_argv: list[str],
+    history: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    banner: bool = True,
+    stdin_fd: int | None = None,
+) -> StartedStream:
+    """Open the exec to the session host and send the start frame at once."""
+    size = terminal_size(sys.stdin.fileno() if stdin_fd is None else stdin_fd)
+    proc = open_stream(exec_argv)
+    assert proc.stdin is not None
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the relay finds it broken
+        _write_all(proc.stdin.fileno(), start_frame(*size, history, env, banner))
+    return StartedStream(proc, size)
+
+
 def run_terminal(
     exec_argv: list[str],
     history: list[str] | None = None,
@@ -74,11 +104,11 @@ def run_terminal(
     on_reconnect: Callable[[int], None] | None = None,
     give_up_after_s: float = 60.0,
     banner: bool = True,
-    started: subprocess.Popen[bytes] | None = None,
+    started: StartedStream | None = None,
 ) -> SessionResult:
     """Relay the terminal until the REPL exits; reconnect if the stream breaks. `banner`:
     whether a REPL started by this client opens with `pypod info`'s one line; `started`:
-    the first connection's exec, already started (see open_stream)."""
+    the first connection, its start frame sent (see start_stream)."""
     in_fd = sys.stdin.fileno() if stdin_fd is None else stdin_fd
     out_fd = sys.stdout.fileno() if stdout_fd is None else stdout_fd
     attempt = 0
@@ -86,8 +116,13 @@ def run_terminal(
     first = True
     with raw_terminal(in_fd):
         while True:
-            proc = started if first and started is not None else open_stream(exec_argv)
-            result = _one_connection(proc, in_fd, out_fd, history if first else None, env if first else None, banner)
+            if first and started is not None:
+                proc, sent_size = started.proc, started.size
+            else:
+                proc, sent_size = open_stream(exec_argv), None
+            result = _one_connection(
+                proc, in_fd, out_fd, history if first else None, env if first else None, banner, sent_size
+            )
             first = False
             if result is not None:
                 return result
@@ -108,9 +143,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def open_stream(exec_argv: list[str]) -> subprocess.Popen[bytes]:
-    """Start the exec to the session host. Nothing is sent until the relay begins, so it
-    can be started early (kubectl's start and the stream's setup then overlap other
-    work) without the REPL starting before the first sync."""
+    """Start the exec to the session host."""
     proc = subprocess.Popen(exec_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     track_child(proc.pid)
     return proc
@@ -134,12 +167,14 @@ def _one_connection(
     history: list[str] | None,
     env: dict[str, str] | None,
     banner: bool = True,
+    sent_size: tuple[int, int] | None = None,
 ) -> SessionResult | None:
-    """One exec stream. Returns the result when the REPL ended, None when the stream broke."""
+    """One exec stream. Returns the result when the REPL ended, None when the stream broke.
+    `sent_size`: the start frame went ahead (start_stream), giving this terminal size."""
     assert proc.stdin is not None and proc.stdout is not None
     stream_in, stream_out = proc.stdin.fileno(), proc.stdout.fileno()
     rows, cols = terminal_size(in_fd)
-    resized = False
+    resized = sent_size is not None and sent_size != (rows, cols)  # resized since the start frame
 
     def on_winch(_signum: int, _frame: object) -> None:
         nonlocal resized
@@ -149,8 +184,8 @@ def _one_connection(
     reader = FrameReader()
     last_ping = time.monotonic()
     try:
-        start = {"rows": rows, "cols": cols, "history": history or [], "env": env or {}, "banner": banner}
-        _write_all(stream_in, frame(b"S", json.dumps(start).encode()))
+        if sent_size is None:
+            _write_all(stream_in, start_frame(rows, cols, history, env, banner))
         stdin_open = True
         while True:
             if resized:

@@ -1,0 +1,60 @@
+"""The REPL's start frame goes ahead of the relay (the REPL starts in the pod while the
+first sync runs); the relay then sends only what was typed, never a second start."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from pypod.run.terminal import run_terminal, start_stream
+
+# Stands in for `kubectl exec ... attach` and the session host: logs each frame's kind
+# and answers as a host would (output on start, the end on input).
+FAKE_HOST = r"""
+import json, os, sys
+sys.path.insert(0, sys.argv[2])
+from pypod.agent.frames import FrameReader, frame
+log = open(sys.argv[1], "a", buffering=1)
+reader = FrameReader()
+while True:
+    data = os.read(0, 65536)
+    if not data:
+        break
+    for kind, payload in reader.feed(data):
+        log.write(kind.decode() + " " + json.dumps(payload.decode()) + "\n")
+        if kind == b"S":
+            os.write(1, frame(b"o", b">>> "))
+        elif kind == b"i":
+            os.write(1, frame(b"x", json.dumps({"code": 7, "history": ["typed"]}).encode()))
+"""
+
+
+def test_the_start_goes_ahead_and_the_relay_sends_only_input(tmp_path: Path) -> None:
+    log = tmp_path / "frames.log"
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    argv = [sys.executable, "-c", FAKE_HOST, str(log), src]
+    started = start_stream(
+        argv, history=["seed"], env={"A": "1"}, banner=False, stdin_fd=os.open(os.devnull, os.O_RDONLY)
+    )
+    deadline = time.monotonic() + 10
+    while not (log.exists() and log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    kind, payload = log.read_text().split(" ", 1)
+    assert kind == "S"  # before any relay: the REPL can start now
+    assert json.loads(json.loads(payload)) == {
+        "rows": 24,
+        "cols": 80,
+        "history": ["seed"],
+        "env": {"A": "1"},
+        "banner": False,
+    }
+    typed_r, typed_w = os.pipe()
+    os.write(typed_w, b"exit()\n")
+    shown_r, shown_w = os.pipe()
+    result = run_terminal(argv, history=["seed"], stdin_fd=typed_r, stdout_fd=shown_w, started=started)
+    assert result.exit_code == 7 and result.new_history == ["typed"]
+    assert [line.split(" ", 1)[0] for line in log.read_text().splitlines()] == ["S", "i"]
+    assert os.read(shown_r, 100) == b">>> "  # what the REPL printed while it waited is shown
