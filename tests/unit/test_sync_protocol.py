@@ -379,7 +379,7 @@ def test_the_host_unpacks_the_agent_where_the_stdin_loader_finds_it_compiled(
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    unpack_for_stdin_loader(str(archive))
+    unpack_for_stdin_loader(archive.read_bytes())
     (unpacked,) = (scratch / "pypod").iterdir()
     assert sorted(p.name for p in (unpacked / "pypod_agent" / "__pycache__").iterdir() if "syncd" in p.name)
     main_inode = (unpacked / "__main__.py").stat().st_ino
@@ -389,3 +389,23 @@ def test_the_host_unpacks_the_agent_where_the_stdin_loader_finds_it_compiled(
     assert done.returncode == 0, done.stderr
     assert [p.name for p in (scratch / "pypod").iterdir()] == [unpacked.name]  # used as it was
     assert (unpacked / "__main__.py").stat().st_ino == main_inode
+
+
+def test_attach_runs_the_unpacked_agent_once_there_else_the_archive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import zipfile
+
+    from pypod.agent import session
+
+    archive, unpacked = tmp_path / "agent.pyz", tmp_path / "agent-unpacked"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("__main__.py", "import sys; print('archive', sys.argv[1:])")
+    monkeypatch.setattr(session, "AGENT_DIR", str(tmp_path / "pypod"))
+    session.install_attach_entrypoint(str(archive), str(unpacked))
+    entrypoint = tmp_path / "pypod" / "attach"
+    assert subprocess.run([entrypoint], capture_output=True, text=True).stdout == "archive ['attach']\n"
+    unpacked.mkdir()
+    (unpacked / "__main__.py").write_text("import sys; print('unpacked', sys.argv[1:])")
+    assert subprocess.run([entrypoint], capture_output=True, text=True).stdout == "unpacked ['attach']\n"

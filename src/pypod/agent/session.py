@@ -38,10 +38,13 @@ from .frames import FrameReader, frame
 
 AGENT_DIR = "/tmp/pypod"
 SOCKET_PATH = AGENT_DIR + "/session.sock"
+# Runs the agent from its unpacked, compiled copy once the host has made it (each
+# attach then skips compiling the modules), else from the archive.
 ATTACH_SCRIPT = """#!%s
-import runpy, sys
-sys.argv = [%r, 'attach'] + sys.argv[1:]
-runpy.run_path(%r, run_name='__main__')
+import os, runpy, sys
+p = %r if os.path.isfile(%r) else %r
+sys.argv = [p, 'attach'] + sys.argv[1:]
+runpy.run_path(p, run_name='__main__')
 """
 SCROLLBACK_BYTES = 64 * 1024
 PING_GRACE_S = 30.0  # a client silent this long is gone (its stream died without a close)
@@ -348,29 +351,33 @@ def attach(socket_path=SOCKET_PATH, wait_s=60.0):
             stdout.flush()
 
 
-def install_attach_entrypoint(archive):
+def install_attach_entrypoint(archive, unpacked):
     """Make `/tmp/pypod/attach` runnable by exec in any image: no shell is needed."""
     os.makedirs(AGENT_DIR, exist_ok=True)
     path = AGENT_DIR + "/attach"
     with open(path + ".tmp", "w") as handle:
-        handle.write(ATTACH_SCRIPT % (sys.executable, archive, archive))
+        handle.write(ATTACH_SCRIPT % (sys.executable, unpacked, os.path.join(unpacked, "__main__.py"), archive))
     os.chmod(path + ".tmp", 0o755)
     os.replace(path + ".tmp", path)
 
 
-def unpack_for_stdin_loader(archive):
-    """Unpack this archive, its modules compiled, where pypod's stdin loader looks for it
-    (see pypod/agent/__init__.py): the sync's first exec into a new pod then starts warm."""
-    import compileall
+def unpacked_path(data):
+    """Where pypod's stdin loader (pypod/agent/__init__.py) keeps this archive unpacked."""
     import hashlib
-    import io
     import tempfile
+
+    return os.path.join(tempfile.gettempdir(), "pypod", "agent-%s" % hashlib.sha1(data).hexdigest()[:16])
+
+
+def unpack_for_stdin_loader(data):
+    """Unpack the archive `data`, its modules compiled, where pypod's stdin loader looks
+    for it: the sync's first exec into a new pod then starts warm, and so does attach."""
+    import compileall
+    import io
     import zipfile
 
     try:
-        with open(archive, "rb") as handle:
-            data = handle.read()
-        target = os.path.join(tempfile.gettempdir(), "pypod", "agent-%s" % hashlib.sha1(data).hexdigest()[:16])
+        target = unpacked_path(data)
         if os.path.isfile(os.path.join(target, "__main__.py")):
             return
         temp = "%s.%d" % (target, os.getpid())
@@ -399,8 +406,10 @@ def host_main(archive, rest):
     command = rest[1:] if rest else ["auto"]
     os.environ.pop("PYPOD_AGENT", None)  # the agent's own source; the REPL need not see it
     banner = Banner()
-    install_attach_entrypoint(archive)
-    threading.Thread(target=unpack_for_stdin_loader, args=(archive,), daemon=True).start()
+    with open(archive, "rb") as handle:
+        data = handle.read()
+    install_attach_entrypoint(archive, unpacked_path(data))
+    threading.Thread(target=unpack_for_stdin_loader, args=(data,), daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         dists = snapshot()  # while the first client starts the sync; before the REPL can install
