@@ -369,7 +369,6 @@ def test_the_host_unpacks_the_agent_where_the_stdin_loader_finds_it_compiled(
 ) -> None:
     import subprocess
     import sys
-    import tempfile
 
     from pypod import agent
     from pypod.agent.session import unpack_for_stdin_loader
@@ -378,7 +377,7 @@ def test_the_host_unpacks_the_agent_where_the_stdin_loader_finds_it_compiled(
     archive.write_bytes(agent.agent_archive())
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setenv("TMPDIR", str(scratch))
     unpack_for_stdin_loader(archive.read_bytes())
     (unpacked,) = (scratch / "pypod").iterdir()
     assert sorted(p.name for p in (unpacked / "pypod_agent" / "__pycache__").iterdir() if "syncd" in p.name)
@@ -399,13 +398,39 @@ def test_attach_runs_the_unpacked_agent_once_there_else_the_archive(
 
     from pypod.agent import session
 
+    def main_module(where: str) -> str:
+        return f"import sys\ndef main(argv):\n    print({where!r}, argv)\n    return 0\n"
+
     archive, unpacked = tmp_path / "agent.pyz", tmp_path / "agent-unpacked"
     with zipfile.ZipFile(archive, "w") as zipped:
-        zipped.writestr("__main__.py", "import sys; print('archive', sys.argv[1:])")
+        zipped.writestr("__main__.py", "")
+        zipped.writestr("pypod_agent/__init__.py", "")
+        zipped.writestr("pypod_agent/main.py", main_module("archive"))
     monkeypatch.setattr(session, "AGENT_DIR", str(tmp_path / "pypod"))
     session.install_attach_entrypoint(str(archive), str(unpacked))
     entrypoint = tmp_path / "pypod" / "attach"
     assert subprocess.run([entrypoint], capture_output=True, text=True).stdout == "archive ['attach']\n"
-    unpacked.mkdir()
-    (unpacked / "__main__.py").write_text("import sys; print('unpacked', sys.argv[1:])")
+    (unpacked / "pypod_agent").mkdir(parents=True)
+    (unpacked / "__main__.py").write_text("")
+    (unpacked / "pypod_agent" / "__init__.py").write_text("")
+    (unpacked / "pypod_agent" / "main.py").write_text(main_module("unpacked"))
     assert subprocess.run([entrypoint], capture_output=True, text=True).stdout == "unpacked ['attach']\n"
+
+
+@pytest.mark.parametrize("tmpdir_var", [None, "missing", "given"])
+def test_the_agent_picks_the_temp_dir_tempfile_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tmpdir_var: str | None
+) -> None:
+    import tempfile
+
+    from pypod.agent.tmpdir import temp_dir
+
+    for name in ("TMPDIR", "TEMP", "TMP"):
+        monkeypatch.delenv(name, raising=False)
+    if tmpdir_var == "missing":
+        monkeypatch.setenv("TMPDIR", str(tmp_path / "not-there"))
+        monkeypatch.setenv("TEMP", str(tmp_path))
+    elif tmpdir_var == "given":
+        monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # tempfile caches its choice
+    assert temp_dir() == tempfile.gettempdir()

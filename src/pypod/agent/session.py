@@ -35,16 +35,19 @@ import time
 
 from .dists import installed_since, snapshot
 from .frames import FrameReader, frame
+from .tmpdir import agent_dir
 
 AGENT_DIR = "/tmp/pypod"
 SOCKET_PATH = AGENT_DIR + "/session.sock"
 # Runs the agent from its unpacked, compiled copy once the host has made it (each
 # attach then skips compiling the modules), else from the archive.
 ATTACH_SCRIPT = """#!%s
-import os, runpy, sys
+import os, sys
 p = %r if os.path.isfile(%r) else %r
 sys.argv = [p, 'attach'] + sys.argv[1:]
-runpy.run_path(p, run_name='__main__')
+sys.path.insert(0, p)
+from pypod_agent.main import main
+sys.exit(main(sys.argv[1:]))
 """
 SCROLLBACK_BYTES = 64 * 1024
 PING_GRACE_S = 30.0  # a client silent this long is gone (its stream died without a close)
@@ -364,9 +367,8 @@ def install_attach_entrypoint(archive, unpacked):
 def unpacked_path(data):
     """Where pypod's stdin loader (pypod/agent/__init__.py) keeps this archive unpacked."""
     import hashlib
-    import tempfile
 
-    return os.path.join(tempfile.gettempdir(), "pypod", "agent-%s" % hashlib.sha1(data).hexdigest()[:16])
+    return os.path.join(agent_dir(), "agent-%s" % hashlib.sha1(data).hexdigest()[:16])
 
 
 def unpack_for_stdin_loader(data):

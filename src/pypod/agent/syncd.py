@@ -24,10 +24,10 @@ import json
 import os
 import select
 import sys
-import tempfile
 import time
 
 from .frames import FrameReader, meta_frame, split_meta
+from .tmpdir import agent_dir
 from .tree import (
     CHUNK,
     UNREADABLE,
@@ -45,12 +45,11 @@ BYTES_CHANGED = "bytes did not match"
 SETTLE_S = 0.005  # wait this long for more events before reporting a burst
 MAX_SETTLE_S = 0.05
 BUSY_SETTLE_S = 0.5  # while pypod's operations stream in, report at most this often
-CACHE_DIR = os.path.join(tempfile.gettempdir(), "pypod")
 
 
 def _cache_file(root):
     key = hashlib.sha1(root.encode("utf-8", "surrogateescape")).hexdigest()
-    return os.path.join(CACHE_DIR, "sync-cache-%s.json" % key)
+    return os.path.join(agent_dir(), "sync-cache-%s.json" % key)
 
 
 class Receiving:
@@ -165,7 +164,7 @@ class SyncAgent:
         if self.tree is None:
             return
         with contextlib.suppress(OSError):
-            os.makedirs(CACHE_DIR, exist_ok=True)
+            os.makedirs(agent_dir(), exist_ok=True)
             temp = _cache_file(self.tree.root) + ".%d" % os.getpid()
             entries = {p: self.tree.cache[p] for p in self.known if p in self.tree.cache}
             if entries == self.saved_cache:

@@ -6,7 +6,6 @@ an inotify queue overflow, or on every poll).
 """
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import struct
@@ -52,7 +51,9 @@ class InotifyWatcher:
         # find_library, which can spawn ldconfig and costs more than the rest of the start.
         self.libc = ctypes.CDLL(None, use_errno=True)
         if not hasattr(self.libc, "inotify_init1"):
-            self.libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            from ctypes.util import find_library  # imports subprocess (~6 ms): only when needed
+
+            self.libc = ctypes.CDLL(find_library("c") or "libc.so.6", use_errno=True)
         self.root = root
         self.excludes = excludes
         self.fd = self.libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)

@@ -177,8 +177,7 @@ class Syncer:
     def run(self) -> None:
         """Sync until stop(); reconnects when the stream breaks. Gives up (state
         "failed") only when the agent cannot be started at all."""
-        watcher = threading.Thread(target=self._watch_local, name="pypod-sync-watch", daemon=True)
-        watcher.start()
+        self._watcher = threading.Thread(target=self._watch_local, name="pypod-sync-watch", daemon=True)
         self._failures = 0
         try:
             while not self.stop_event.is_set():
@@ -219,6 +218,10 @@ class Syncer:
     def _session(self) -> None:
         self._reset_stream_state()
         self.link = self.connect(self.inbox)
+        if self._watcher.ident is None:  # not started yet
+            # After the agent's exec starts, not before: setting up the watches holds the
+            # GIL for ~20 ms on 10,000 files, and the agent's start is the longer path.
+            self._watcher.start()
         self.set_state("syncing", "connecting")
         hello: dict[str, Any] = {"root": self.remote_root, "excludes": self.excludes_spec, "create": True}
         hello["inotify"] = self.allow_inotify
