@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -58,3 +59,28 @@ def test_the_start_goes_ahead_and_the_relay_sends_only_input(tmp_path: Path) -> 
     assert result.exit_code == 7 and result.new_history == ["typed"]
     assert [line.split(" ", 1)[0] for line in log.read_text().splitlines()] == ["S", "i"]
     assert os.read(shown_r, 100) == b">>> "  # what the REPL printed while it waited is shown
+
+
+def test_a_start_no_host_answered_is_sent_again_with_its_history_and_env(tmp_path: Path) -> None:
+    log = tmp_path / "frames.log"
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    # The first exec dies unanswered (as an exec into a pod whose host is not up yet does).
+    dead = start_stream([sys.executable, "-c", "pass"], history=["seed"], env={"A": "1"}, stdin_fd=devnull)
+    typed_r, typed_w = os.pipe()
+
+    def type_once_the_host_has_the_start() -> None:
+        deadline = time.monotonic() + 10
+        while not (log.exists() and log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.write(typed_w, b"exit()\n")
+
+    threading.Thread(target=type_once_the_host_has_the_start, daemon=True).start()
+    _shown_r, shown_w = os.pipe()
+    argv = [sys.executable, "-c", FAKE_HOST, str(log), src]
+    result = run_terminal(argv, history=["seed"], env={"A": "1"}, stdin_fd=typed_r, stdout_fd=shown_w, started=dead)
+    assert result.exit_code == 7
+    kind, payload = log.read_text().splitlines()[0].split(" ", 1)
+    assert kind == "S"
+    assert json.loads(json.loads(payload))["history"] == ["seed"]
+    assert json.loads(json.loads(payload))["env"] == {"A": "1"}

@@ -114,16 +114,24 @@ def run_terminal(
     attempt = 0
     lost_since: float | None = None
     first = True
+    answered = False  # the host has sent something: it has the start, with history and env
     with raw_terminal(in_fd):
         while True:
             if first and started is not None:
                 proc, sent_size = started.proc, started.size
             else:
                 proc, sent_size = open_stream(exec_argv), None
-            result = _one_connection(
-                proc, in_fd, out_fd, history if first else None, env if first else None, banner, sent_size
-            )
             first = False
+            result, heard = _one_connection(
+                proc,
+                in_fd,
+                out_fd,
+                None if answered else history,
+                None if answered else env,
+                banner,
+                sent_size,
+            )
+            answered = answered or heard
             if result is not None:
                 return result
             lost_since = lost_since or time.monotonic()
@@ -168,9 +176,10 @@ def _one_connection(
     env: dict[str, str] | None,
     banner: bool = True,
     sent_size: tuple[int, int] | None = None,
-) -> SessionResult | None:
-    """One exec stream. Returns the result when the REPL ended, None when the stream broke.
-    `sent_size`: the start frame went ahead (start_stream), giving this terminal size."""
+) -> tuple[SessionResult | None, bool]:
+    """One exec stream. Returns the result when the REPL ended (None when the stream
+    broke), and whether the host answered at all. `sent_size`: the start frame went
+    ahead (start_stream), giving this terminal size."""
     assert proc.stdin is not None and proc.stdout is not None
     stream_in, stream_out = proc.stdin.fileno(), proc.stdout.fileno()
     rows, cols = terminal_size(in_fd)
@@ -183,6 +192,7 @@ def _one_connection(
     previous = signal.signal(signal.SIGWINCH, on_winch)
     reader = FrameReader()
     last_ping = time.monotonic()
+    heard = False
     try:
         if sent_size is None:
             _write_all(stream_in, start_frame(rows, cols, history, env, banner))
@@ -206,22 +216,24 @@ def _one_connection(
             if stream_out in readable:
                 data = os.read(stream_out, 65536)
                 if not data:
-                    return None
+                    return None, heard
                 for kind, payload in reader.feed(data):
+                    heard = True
                     if kind == b"o":
                         _write_all(out_fd, payload)
                     elif kind == b"x":
                         end = json.loads(payload.decode())
-                        return SessionResult(
+                        result = SessionResult(
                             exit_code=end.get("code", 0),
                             new_history=end.get("history", []),
                             installed=end.get("installed", []),
                         )
+                        return result, heard
             if time.monotonic() - last_ping > PING_EVERY_S:
                 _write_all(stream_in, frame(b"p"))
                 last_ping = time.monotonic()
     except (BrokenPipeError, ConnectionResetError):
-        return None
+        return None, heard
     finally:
         signal.signal(signal.SIGWINCH, previous)
         close_stream(proc)
