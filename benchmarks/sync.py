@@ -8,7 +8,8 @@
 - the anchor: `kubectl cp` of the same tree, in the same run (goal: pypod's first
   sync at least 1.5x as fast);
 - the first sync of a new pod whose folder already holds the tree (as an image with
-  the project baked in does; here kubectl cp put it there): nothing should be sent.
+  the project baked in does; here kubectl cp put it there): nothing should be sent;
+- the floor: the tree's bytes through the same exec stream into `cat`, no file made.
 
     python benchmarks/sync.py [--files 10000] [--megabytes 100] [--edits 100]
 
@@ -199,6 +200,7 @@ class Bench:
         anchor = time.perf_counter() - started
         bench("kubectl_cp_10k_s", anchor, "s")
         bench("initial_sync_vs_kubectl_cp", anchor / initial, "ratio")
+        bench("stream_only_s", self.stream_only(local), "s (the tree's bytes through kubectl exec into cat: the floor)")
         # A new pod (new agreed state) whose folder already holds every file.
         self.pod_shell("sleep 0.01; touch /tmp/pypod-bench-marker; sleep 0.01")
         state = local.parent / (local.name + ".baked-state.json")
@@ -209,6 +211,14 @@ class Bench:
         if rewritten != "0" or not syncer.agreed or len(syncer.agreed) != len(syncer.local):
             raise SystemExit(f"the baked first sync rewrote {rewritten} paths in the pod; it should send nothing")
         bench("initial_sync_baked_10k_s", seconds, "s")
+
+    def stream_only(self, local: Path) -> float:
+        """The same bytes through the same exec stream, written nowhere: what any sync
+        over kubectl exec costs before it creates a single file."""
+        data = b"".join(path.read_bytes() for path in sorted(local.rglob("*.dat")))
+        started = time.perf_counter()
+        subprocess.run([*self.exec_prefix, "sh", "-c", "cat >/dev/null"], input=data, check=True)
+        return time.perf_counter() - started
 
     def pod_shell(self, script: str) -> str:
         done = subprocess.run([*self.exec_prefix, "sh", "-c", script], capture_output=True, text=True, check=True)
