@@ -155,8 +155,7 @@ def test_a_signal_deferred_while_the_status_line_stops_lets_the_cleanup_clear_it
 
     from pypod.run.output import Output
 
-    out = Output()
-    out.err = Console(file=io.StringIO(), force_terminal=True)
+    out = Output(console=Console(file=io.StringIO(), force_terminal=True))
     out.status("waiting")
     live = out._status
     real_stop = live.stop

@@ -19,7 +19,6 @@ from ..names import name_prefix, run_name, validate_run_name
 from ..project import Project
 from ..settings import Settings, describe_origins
 from . import history
-from .dashboard import SessionDashboard
 from .driver import LOST_CONNECTION, Driver, history_path, local_user, warn_untracked
 from .forward import free_port
 from .guard import Guard, end_guard, start_guard
@@ -269,6 +268,8 @@ def _run(
             if prep is not None:
                 live = start_beside_repl(session, watcher.state.pod, name, project, settings, out, prep)
             forwards = session.port_forwards(pod, notebook)
+            from .dashboard import SessionDashboard  # after the create: its imports cost ~20 ms
+
             dashboard = SessionDashboard(session, watcher, pod).start()
         except BaseException:
             close_stream(repl.proc)
