@@ -401,6 +401,9 @@ def test_attach_runs_the_unpacked_agent_once_there_else_the_archive(
     def main_module(where: str) -> str:
         return f"import sys\ndef main(argv):\n    print({where!r}, argv)\n    return 0\n"
 
+    from pypod.agent import PACKAGE
+
+    assert f"from {PACKAGE}.main import main" in session.ATTACH_SCRIPT
     archive, unpacked = tmp_path / "agent.pyz", tmp_path / "agent-unpacked"
     with zipfile.ZipFile(archive, "w") as zipped:
         zipped.writestr("__main__.py", "")

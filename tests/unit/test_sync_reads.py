@@ -54,3 +54,16 @@ def test_a_first_sync_opens_each_small_file_here_once(tmp_path: Path, monkeypatc
     assert reopened == []  # sent from the bytes held since they were hashed
     assert sync.syncer.tree.held == {}
     assert all((remote / f"m{i}.py").read_text() == f"x = {i}\n" * 100 for i in range(30))
+
+
+def test_the_hold_budget_comes_back_whatever_happens_to_what_was_held(tmp_path: Path) -> None:
+    tree = Tree(str(tmp_path), Excludes({}))
+    tree.hold_budget = 100
+    (tmp_path / "a").write_bytes(b"x" * 10)
+    first = tree.version("a")
+    (tmp_path / "a").write_bytes(b"y" * 20)
+    second = tree.version("a")  # hashed again before it was sent: only the newer bytes are held
+    assert tree.hold_budget == 80
+    assert tree.take_held("a", first) is None  # another version than asked for: dropped all the same
+    assert tree.hold_budget == 100 and tree.held == {}
+    assert second != first

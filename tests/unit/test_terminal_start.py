@@ -10,6 +10,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from pypod.run.terminal import run_terminal, start_stream
 
 # Stands in for `kubectl exec ... attach` and the session host: logs each frame's kind
@@ -84,3 +86,26 @@ def test_a_start_no_host_answered_is_sent_again_with_its_history_and_env(tmp_pat
     assert kind == "S"
     assert json.loads(json.loads(payload))["history"] == ["seed"]
     assert json.loads(json.loads(payload))["env"] == {"A": "1"}
+
+
+def test_a_started_stream_pings_until_the_relay_takes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pypod.run import terminal
+
+    monkeypatch.setattr(terminal, "PING_EVERY_S", 0.05)  # the host drops a client silent for 30 s
+    log = tmp_path / "frames.log"
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    started = start_stream([sys.executable, "-c", FAKE_HOST, str(log), src], stdin_fd=os.open(os.devnull, os.O_RDONLY))
+
+    def kinds() -> list[str]:
+        return [line.split(" ", 1)[0] for line in log.read_text().splitlines()] if log.exists() else []
+
+    deadline = time.monotonic() + 10
+    while kinds().count("p") < 3:
+        assert time.monotonic() < deadline, "no pings while the first sync would run"
+        time.sleep(0.02)
+    proc = started.take()
+    sent = kinds()
+    time.sleep(0.2)
+    assert kinds() == sent  # quiet once the relay has it
+    assert sent[0] == "S" and set(sent[1:]) == {"p"}
+    terminal.close_stream(proc)

@@ -40,7 +40,8 @@ from .tmpdir import agent_dir
 AGENT_DIR = "/tmp/pypod"
 SOCKET_PATH = AGENT_DIR + "/session.sock"
 # Runs the agent from its unpacked, compiled copy once the host has made it (each
-# attach then skips compiling the modules), else from the archive.
+# attach then skips compiling the modules), else from the archive. `pypod_agent` is
+# the archive's package (PACKAGE in pypod/agent/__init__.py).
 ATTACH_SCRIPT = """#!%s
 import os, sys
 p = %r if os.path.isfile(%r) else %r

@@ -22,7 +22,7 @@ import stat
 
 TMP_PREFIX = ".pypod-tmp-"
 CHUNK = 1 << 20
-HOLD_FILE_BYTES = 256 << 10  # files up to this size can be held in memory once hashed
+HOLD_FILE_BYTES = 256 << 10  # files up to this size can be held once hashed, and travel whole
 DIR = "d"
 LINK = "l:"
 UNREADABLE = "?"  # exists but cannot be read here: nothing is decided for it
@@ -242,18 +242,22 @@ class Tree:
         if len(data) != size:  # changing as we read: as blob_digest would, and hold nothing
             return kind + blob_digest(full, size)
         version = kind + blob_id(data)
+        self._drop_held(rel)  # hashed again before it was sent: the newer bytes count
         self.held[rel] = (version, data)
         self.hold_budget -= size
         return version
 
+    def _drop_held(self, rel):
+        held = self.held.pop(rel, None)
+        if held is not None:
+            self.hold_budget += len(held[1])
+        return held
+
     def take_held(self, rel, version):
         """The bytes hashed as `version` for `rel`, if held (they are that version, whatever
         the file holds now), else None."""
-        held = self.held.pop(rel, None)
-        if held is None or held[0] != version:
-            return None
-        self.hold_budget += len(held[1])
-        return held[1]
+        held = self._drop_held(rel)
+        return held[1] if held is not None and held[0] == version else None
 
     def release_held(self):
         for _version, data in self.held.values():

@@ -40,7 +40,7 @@ MASK = (
 )
 EVENT = struct.Struct("iIII")
 RESCAN = ""
-MAX_OWN = 100_000  # expectations kept; dropping them costs only re-examinations
+MAX_OWN = 100_000  # expectations kept per directory; dropping them costs only re-examinations
 
 
 class InotifyWatcher:
@@ -62,7 +62,7 @@ class InotifyWatcher:
         self.dirs = {}  # watch descriptor -> relative directory ("" for the root)
         self.wds = {}  # relative directory -> watch descriptor
         self.identities = {}  # watch descriptor -> (st_dev, st_ino) of the directory it holds
-        # (wd, name) -> the event our own write of that name will raise: skipped once, unread.
+        # wd -> {name: the event our own write of that name will raise}: skipped once, unread.
         self.own = {}
         if watch_tree:
             self.add_tree("")
@@ -129,10 +129,13 @@ class InotifyWatcher:
         wd = self.wds.get(parent)
         if wd is None or self.identities.get(wd) != directory:
             return
-        if len(self.own) >= MAX_OWN:
-            self.own.clear()
-        self.own[(wd, name.encode("utf-8", "surrogateescape"))] = IN_CREATE
-        self.own[(wd, b"#%d" % inode)] = IN_CLOSE_WRITE
+        names = self.own.get(wd)
+        if names is None:
+            names = self.own[wd] = {}
+        elif len(names) >= MAX_OWN:
+            names.clear()
+        names[name.encode("utf-8", "surrogateescape")] = IN_CREATE
+        names[b"#%d" % inode] = IN_CLOSE_WRITE
 
     def read(self):
         """The paths touched since the last call (empty if none)."""
@@ -148,8 +151,9 @@ class InotifyWatcher:
                 wd, mask, _cookie, length = EVENT.unpack_from(data, offset)
                 name = data[offset + EVENT.size : offset + EVENT.size + length].rstrip(b"\0")
                 offset += EVENT.size + length
-                if own and own.get((wd, name)) == mask:
-                    del own[(wd, name)]
+                names = own.get(wd) if own else None
+                if names and names.get(name) == mask:
+                    del names[name]
                     continue
                 if mask & IN_Q_OVERFLOW:  # events were lost: rescan, and watch what is new
                     own.clear()
@@ -162,8 +166,7 @@ class InotifyWatcher:
                     self.identities.pop(wd, None)
                     if self.wds.get(base) == wd:
                         del self.wds[base]
-                    for key in [key for key in own if key[0] == wd]:
-                        del own[key]
+                    own.pop(wd, None)
                     continue
                 if base is None or not name:
                     continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Any
 
 from .signals import signals_deferred
@@ -15,15 +16,18 @@ class Output:
         self.quiet = quiet
         self._status: Any = None
         self._err: Any = console
+        self._making = threading.Lock()  # the sync's thread may show the first line
 
     @property
     def err(self) -> Any:
         """rich's console, made at the first line shown: importing rich (~35 ms) then
         overlaps the pod's start instead of delaying the Job's create."""
         if self._err is None:
-            from rich.console import Console
+            with self._making:
+                if self._err is None:
+                    from rich.console import Console
 
-            self._err = Console(stderr=True, highlight=False, soft_wrap=True)
+                    self._err = Console(stderr=True, highlight=False, soft_wrap=True)
         return self._err
 
     def info(self, message: str) -> None:

@@ -25,7 +25,6 @@ from .guard import Guard, end_guard, start_guard
 from .livesync import SyncPrep, start_beside_repl
 from .output import Output
 from .signals import Stopped, stop_exit_code
-from .terminal import close_stream
 
 if TYPE_CHECKING:
     from ..gitsource import GitSource
@@ -262,8 +261,9 @@ def _run(
         # The REPL starts in the pod while the first sync runs; nothing typed reaches it
         # before the sync agrees (the relay starts after), so it runs on the local code.
         seed = history.seed_entries(history_path(settings))
-        repl = session.start_repl(pod, seed, dict(request.session_env))
+        repl = None
         try:
+            repl = session.start_repl(pod, seed, dict(request.session_env))
             live = None
             if prep is not None:
                 live = start_beside_repl(session, watcher.state.pod, name, project, settings, out, prep)
@@ -272,7 +272,8 @@ def _run(
 
             dashboard = SessionDashboard(session, watcher, pod).start()
         except BaseException:
-            close_stream(repl.proc)
+            if repl is not None:
+                repl.close()
             raise
         if notebook:
             token = dict(request.session_env).get("JUPYTER_TOKEN", "")

@@ -17,6 +17,7 @@ import struct
 import subprocess
 import sys
 import termios
+import threading
 import time
 import tty
 from collections.abc import Callable, Iterator
@@ -65,13 +66,38 @@ def raw_terminal(fd: int) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-@dataclass
 class StartedStream:
-    """An exec to the session host whose start frame is sent: the REPL starts in the pod
-    while pypod does other work (the first sync), and nothing typed is sent until the relay."""
+    """An exec to the session host whose start frame goes out at once: the REPL starts in
+    the pod while pypod does other work (the first sync), and nothing typed is sent until
+    the relay takes the stream over. Meanwhile a thread writes the start (a long history
+    can fill the pipe before kubectl reads it) and then pings, so the host does not
+    take a long first sync's silence for a dead client."""
 
-    proc: subprocess.Popen[bytes]
-    size: tuple[int, int]  # the terminal's size as the start frame gave it
+    def __init__(self, proc: subprocess.Popen[bytes], size: tuple[int, int], start: bytes) -> None:
+        self.proc = proc
+        self.size = size  # the terminal's size as the start frame gave it
+        self._stop = threading.Event()
+        self._keeper = threading.Thread(target=self._keep, args=(start,), name="pypod-repl-start", daemon=True)
+        self._keeper.start()
+
+    def _keep(self, start: bytes) -> None:
+        assert self.proc.stdin is not None
+        fd = self.proc.stdin.fileno()
+        with contextlib.suppress(OSError, ValueError):  # a broken stream: the relay finds it so
+            _write_all(fd, start)
+            while not self._stop.wait(PING_EVERY_S):
+                _write_all(fd, frame(b"p"))
+
+    def take(self) -> subprocess.Popen[bytes]:
+        """The stream, for the relay: nothing else writes to it from here on."""
+        self._stop.set()
+        self._keeper.join()
+        return self.proc
+
+    def close(self) -> None:
+        self._stop.set()
+        close_stream(self.proc)
+        self._keeper.join(5)
 
 
 def start_frame(rows: int, cols: int, history: list[str] | None, env: dict[str, str] | None, banner: bool) -> bytes:
@@ -88,11 +114,7 @@ def start_stream(
 ) -> StartedStream:
     """Open the exec to the session host and send the start frame at once."""
     size = terminal_size(sys.stdin.fileno() if stdin_fd is None else stdin_fd)
-    proc = open_stream(exec_argv)
-    assert proc.stdin is not None
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the relay finds it broken
-        _write_all(proc.stdin.fileno(), start_frame(*size, history, env, banner))
-    return StartedStream(proc, size)
+    return StartedStream(open_stream(exec_argv), size, start_frame(*size, history, env, banner))
 
 
 def run_terminal(
@@ -118,7 +140,7 @@ def run_terminal(
     with raw_terminal(in_fd):
         while True:
             if first and started is not None:
-                proc, sent_size = started.proc, started.size
+                proc, sent_size = started.take(), started.size
             else:
                 proc, sent_size = open_stream(exec_argv), None
             first = False

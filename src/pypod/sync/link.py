@@ -11,9 +11,10 @@ import threading
 from typing import Any
 
 from ..agent.frames import FrameReader, meta_frame, split_meta
+from ..agent.tree import HOLD_FILE_BYTES
 
 FLUSH_BYTES = 1 << 20
-BUNDLE_FILE_BYTES = 256 << 10  # files up to this size travel whole, many to a frame
+BUNDLE_FILE_BYTES = HOLD_FILE_BYTES  # files up to this size travel whole, many to a frame
 BUNDLE_BYTES = 1 << 20
 Message = tuple[bytes, dict[str, Any], bytes]  # kind, meta, bytes; kind b"" means the stream ended
 
