@@ -67,3 +67,25 @@ def test_the_hold_budget_comes_back_whatever_happens_to_what_was_held(tmp_path: 
     assert tree.take_held("a", first) is None  # another version than asked for: dropped all the same
     assert tree.hold_budget == 100 and tree.held == {}
     assert second != first
+
+
+def test_an_edit_before_the_local_watches_are_up_still_syncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from pypod.sync import syncer
+    from tests.synchelp import RunningSync, local_agent, wait_until
+
+    local, remote = tmp_path / "local", tmp_path / "pod"
+    local.mkdir()
+    (local / "a.py").write_text("first\n")
+    real_watch = syncer.Syncer._watch_local
+
+    def watch_late(self):  # type: ignore[no-untyped-def]
+        self.first_sync.wait(10)
+        (local / "a.py").write_text("edited before any watch\n")  # no event will ever say so
+        time.sleep(0.05)
+        real_watch(self)
+
+    monkeypatch.setattr(syncer.Syncer, "_watch_local", watch_late)
+    with RunningSync(local, str(remote), local_agent()):
+        wait_until(lambda: (remote / "a.py").read_text() == "edited before any watch\n", what="the early edit")

@@ -637,14 +637,21 @@ class Syncer:
 
         root = self.tree.root
         prefix = root + os.sep
+        watching = False
         for changes in watchfiles.watch(
             root,
             stop_event=self.stop_event,
             debounce=WATCH_DEBOUNCE_MS,
             step=WATCH_STEP_MS,
             rust_timeout=500,
+            yield_on_timeout=True,
             raise_interrupt=False,
         ):
+            if not watching:
+                # The watches are up (this is their first answer): an edit made after the
+                # first scan passed its file but before they were up is found by one more.
+                watching = True
+                self.inbox.put((LOCAL, {"paths": {""}}, b""))
             paths = set()
             for _change, full in changes:
                 if full.startswith(prefix):
