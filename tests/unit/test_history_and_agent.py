@@ -89,3 +89,24 @@ def test_the_first_client_gets_the_info_line_before_the_repl_starts():
     frames, spawned = _started(True, _Banner(""))  # not worked out in time: the REPL starts without it
     assert frames == [] and spawned == [30]
     assert _started(True, None) == ([], [30])
+
+
+def test_the_repl_is_spawned_only_once_the_environment_is_listed(monkeypatch):
+    import pytest
+
+    from pypod.agent import session
+
+    listed = threading.Event()
+    monkeypatch.setattr(session, "snapshot", lambda: listed.wait(5) and {"numpy": ("1.0", [])})
+    host = session.Host(["python3"], 900, False, socket_path="/nonexistent/s.sock", dists=session.Distributions())
+    seen = []
+
+    def fork():
+        seen.append(host.dists)
+        raise OSError("no fork in this test")
+
+    monkeypatch.setattr(session.pty, "fork", fork)
+    threading.Timer(0.2, listed.set).start()  # the listing is slower than the first client
+    with pytest.raises(OSError):
+        host.spawn()
+    assert seen == [{"numpy": ("1.0", [])}]

@@ -121,10 +121,34 @@ class Banner:
         return self.line if not self.thread.is_alive() else ""
 
 
+class Distributions:
+    """The environment's distributions before the REPL, listed in a thread (importlib.metadata:
+    ~30 ms in a bare image, far more in a large one) while the host waits for its first
+    client; the REPL is spawned only once they are known."""
+
+    WAIT_S = 30.0
+
+    def __init__(self):
+        self.before = None
+        self.thread = threading.Thread(target=self._work, name="pypod-dists", daemon=True)
+        self.thread.start()
+
+    def _work(self):
+        try:
+            self.before = snapshot()
+        except Exception as exc:  # the REPL starts all the same; installs are then not reported
+            log("could not list the environment's distributions: %s" % exc)
+
+    def take(self):
+        self.thread.join(self.WAIT_S)
+        return None if self.thread.is_alive() else self.before
+
+
 class Host:
     def __init__(self, command, keep_alive, detach, socket_path=SOCKET_PATH, banner=None, dists=None):
         self.banner = banner
-        self.dists = dists  # the environment's distributions before the REPL, or None
+        self.pending_dists = dists  # a Distributions, taken as the REPL is spawned
+        self.dists = None  # the environment's distributions before the REPL, or None
         self.command = command
         self.keep_alive = keep_alive
         self.detach = detach
@@ -138,6 +162,8 @@ class Host:
 
     # -- the REPL -------------------------------------------------------------
     def spawn(self, rows=24, cols=80, history=None, env=None):
+        if self.pending_dists is not None:  # before the REPL can install anything
+            self.dists, self.pending_dists = self.pending_dists.take(), None
         if history:
             self.history_seed = list(history)
             write_history(HISTORY_FILE, history)
@@ -414,9 +440,5 @@ def host_main(archive, rest):
     install_attach_entrypoint(archive, unpacked_path(data))
     threading.Thread(target=unpack_for_stdin_loader, args=(data,), daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    try:
-        dists = snapshot()  # while the first client starts the sync; before the REPL can install
-    except Exception as exc:
-        log("could not list the environment's distributions: %s" % exc)
-        dists = None
+    dists = Distributions()  # while the first client starts the sync
     return Host(resolve_repl(command or ["auto"]), keep_alive, detach, banner=banner, dists=dists).run()
