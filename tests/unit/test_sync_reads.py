@@ -89,3 +89,21 @@ def test_an_edit_before_the_local_watches_are_up_still_syncs(tmp_path: Path, mon
     monkeypatch.setattr(syncer.Syncer, "_watch_local", watch_late)
     with RunningSync(local, str(remote), local_agent()):
         wait_until(lambda: (remote / "a.py").read_text() == "edited before any watch\n", what="the early edit")
+
+
+def test_edits_watchfiles_would_filter_out_sync_as_any_other(tmp_path: Path) -> None:
+    import time
+
+    from tests.synchelp import RunningSync, local_agent, wait_until
+
+    local, remote = tmp_path / "local", tmp_path / "pod"
+    (local / "node_modules").mkdir(parents=True)
+    (local / "node_modules" / "x.js").write_text("1\n")
+    (local / "notes.txt~").write_text("1\n")
+    with RunningSync(local, str(remote), local_agent()):
+        assert (remote / "node_modules" / "x.js").read_text() == "1\n"  # the first sync carries them
+        time.sleep(1.2)  # past the one catch-up scan when the watches come up: only events count now
+        (local / "node_modules" / "x.js").write_text("2\n")
+        (local / "notes.txt~").write_text("2\n")
+        wait_until(lambda: (remote / "node_modules" / "x.js").read_text() == "2\n", what="a node_modules edit")
+        wait_until(lambda: (remote / "notes.txt~").read_text() == "2\n", what="an editor backup's edit")

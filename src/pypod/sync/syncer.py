@@ -640,6 +640,9 @@ class Syncer:
         watching = False
         for changes in watchfiles.watch(
             root,
+            # The sync's own excludes decide (below), not watchfiles' default filter, which
+            # drops node_modules/, .idea/, .tox/, *.swp and more that the sync does carry.
+            watch_filter=None,
             stop_event=self.stop_event,
             debounce=WATCH_DEBOUNCE_MS,
             step=WATCH_STEP_MS,
