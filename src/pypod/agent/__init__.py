@@ -22,6 +22,7 @@ AGENT_ENV = "PYPOD_AGENT"
 ATTACH_ENTRYPOINT = "/tmp/pypod/attach"
 PACKAGE = "pypod_agent"  # the agent's package name inside the archive
 MODULES = (
+    "attach",
     "cgroups",
     "dists",
     "fetch",

@@ -16,7 +16,7 @@ def main(argv):
 
         return host_main(archive, rest)
     if role == "attach":
-        from .session import attach
+        from .attach import attach
 
         return attach()
     if role == "sync":

@@ -7,7 +7,7 @@
            started with ``--detach``), it ends the REPL, so orphaned driver
            pods do not pile up.
 ``attach`` run through ``kubectl exec -i``; relays frames between its
-           stdin/stdout and the host's unix socket.
+           stdin/stdout and the host's unix socket (attach.py).
 
 Frames (see frames.py):
   client -> host: ``S`` start (JSON: rows, cols, history, env, banner), ``i`` input,
@@ -33,12 +33,11 @@ import termios
 import threading
 import time
 
+from .attach import AGENT_DIR, SOCKET_PATH
 from .dists import installed_since, snapshot
 from .frames import FrameReader, frame
 from .tmpdir import agent_dir
 
-AGENT_DIR = "/tmp/pypod"
-SOCKET_PATH = AGENT_DIR + "/session.sock"
 # Runs the agent from its unpacked, compiled copy once the host has made it (each
 # attach then skips compiling the modules), else from the archive. `pypod_agent` is
 # the archive's package (PACKAGE in pypod/agent/__init__.py).
@@ -348,37 +347,6 @@ def write_history(path, entries):
     with open(tmp, "w", encoding="utf-8") as handle:
         handle.write("".join(entry + "\n" for entry in entries))
     os.replace(tmp, path)
-
-
-def attach(socket_path=SOCKET_PATH, wait_s=60.0):
-    """Relay stdin -> host socket and host socket -> stdout, both already framed."""
-    deadline = time.monotonic() + wait_s
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    while True:
-        try:
-            sock.connect(socket_path)
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                sys.stderr.write("pypod-agent: no session host at %s\n" % socket_path)
-                return 3
-            time.sleep(0.05)
-    stdin = sys.stdin.buffer.raw if hasattr(sys.stdin.buffer, "raw") else sys.stdin.buffer
-    stdout = sys.stdout.buffer
-    in_fd = stdin.fileno()
-    while True:
-        readable, _, _ = select.select([in_fd, sock], [], [])
-        if in_fd in readable:
-            data = os.read(in_fd, 65536)
-            if not data:
-                return 0
-            sock.sendall(data)
-        if sock in readable:
-            data = sock.recv(65536)
-            if not data:
-                return 0
-            stdout.write(data)
-            stdout.flush()
 
 
 def install_attach_entrypoint(archive, unpacked):
