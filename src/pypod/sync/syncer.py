@@ -117,6 +117,8 @@ class Syncer:
         self.health = SyncHealth()
         self.first_sync = threading.Event()  # set once both sides agree for the first time
         self.stop_event = threading.Event()
+        # Started by the first connection (see _session), and kept across reconnections.
+        self._watcher = threading.Thread(target=self._watch_local, name="pypod-sync-watch", daemon=True)
         self.link: AgentLink | None = None
         self.local: dict[str, str] = {}
         self.remote: dict[str, str] = {}
@@ -177,7 +179,6 @@ class Syncer:
     def run(self) -> None:
         """Sync until stop(); reconnects when the stream breaks. Gives up (state
         "failed") only when the agent cannot be started at all."""
-        self._watcher = threading.Thread(target=self._watch_local, name="pypod-sync-watch", daemon=True)
         self._failures = 0
         try:
             while not self.stop_event.is_set():
