@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..agent.session import FrameReader, frame
+from ..agent.tree import write_all
 from .guard import track_child, untrack_child
 
 PING_EVERY_S = 5.0
@@ -84,9 +85,9 @@ class StartedStream:
         assert self.proc.stdin is not None
         fd = self.proc.stdin.fileno()
         with contextlib.suppress(OSError, ValueError):  # a broken stream: the relay finds it so
-            _write_all(fd, start)
+            write_all(fd, start)
             while not self._stop.wait(PING_EVERY_S):
-                _write_all(fd, frame(b"p"))
+                write_all(fd, frame(b"p"))
 
     def take(self) -> subprocess.Popen[bytes]:
         """The stream, for the relay: nothing else writes to it from here on."""
@@ -166,12 +167,6 @@ def run_terminal(
             time.sleep(delay)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    while data:
-        written = os.write(fd, data)
-        data = data[written:]
-
-
 def open_stream(exec_argv: list[str]) -> subprocess.Popen[bytes]:
     """Start the exec to the session host."""
     proc = subprocess.Popen(exec_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -217,13 +212,13 @@ def _one_connection(
     heard = False
     try:
         if sent_size is None:
-            _write_all(stream_in, start_frame(rows, cols, history, env, banner))
+            write_all(stream_in, start_frame(rows, cols, history, env, banner))
         stdin_open = True
         while True:
             if resized:
                 resized = False
                 rows, cols = terminal_size(in_fd)
-                _write_all(stream_in, frame(b"w", json.dumps({"rows": rows, "cols": cols}).encode()))
+                write_all(stream_in, frame(b"w", json.dumps({"rows": rows, "cols": cols}).encode()))
             watch = [stream_out] + ([in_fd] if stdin_open else [])
             try:
                 readable, _, _ = select.select(watch, [], [], 1.0)
@@ -232,7 +227,7 @@ def _one_connection(
             if in_fd in readable:
                 data = os.read(in_fd, 65536)
                 if data:
-                    _write_all(stream_in, frame(b"i", data))
+                    write_all(stream_in, frame(b"i", data))
                 else:
                     stdin_open = False  # keep showing output; the REPL decides when to end
             if stream_out in readable:
@@ -242,7 +237,7 @@ def _one_connection(
                 for kind, payload in reader.feed(data):
                     heard = True
                     if kind == b"o":
-                        _write_all(out_fd, payload)
+                        write_all(out_fd, payload)
                     elif kind == b"x":
                         end = json.loads(payload.decode())
                         result = SessionResult(
@@ -252,7 +247,7 @@ def _one_connection(
                         )
                         return result, heard
             if time.monotonic() - last_ping > PING_EVERY_S:
-                _write_all(stream_in, frame(b"p"))
+                write_all(stream_in, frame(b"p"))
                 last_ping = time.monotonic()
     except (BrokenPipeError, ConnectionResetError):
         return None, heard
