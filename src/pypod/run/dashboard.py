@@ -96,6 +96,7 @@ class SessionDashboard:
             driver, pod, lambda url: driver.out.info(f"\r\n[pypod] Dask dashboard: {url}\r")
         )
         self._stopped = threading.Event()
+        self._following = threading.Lock()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> SessionDashboard:
@@ -106,14 +107,17 @@ class SessionDashboard:
         while not self._stopped.is_set():
             with contextlib.suppress(queue.Empty):
                 self.watcher.updates.get(timeout=1.0)
-            if self._stopped.is_set():
-                return
-            self.forward.follow(dashboard_port(self.watcher.state.pod))
+            with self._following:
+                if self._stopped.is_set():
+                    return
+                self.forward.follow(dashboard_port(self.watcher.state.pod))
 
     def stop(self) -> None:
-        self._stopped.set()
-        self._thread.join(timeout=5)
-        self.forward.stop()
+        """At once, not after the thread's next wake-up (up to 1 s, on the way out of every
+        session): the lock keeps a forward from starting after this one is stopped."""
+        with self._following:
+            self._stopped.set()
+            self.forward.stop()
 
 
 def open_dashboard(driver: Driver, run: str, local_port: int | None) -> int:

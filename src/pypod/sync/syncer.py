@@ -197,8 +197,11 @@ class Syncer:
                         self.report(f"sync: stopped: {reason}")
                         return
                     self.set_state("reconnecting", reason)
+                    # Said after the pause, not before: when a REPL ends its pod ends too,
+                    # and the session stops the sync within that pause; that is no news.
+                    if self.stop_event.wait(RECONNECT_BACKOFF_S[min(self._failures - 1, len(RECONNECT_BACKOFF_S) - 1)]):
+                        return
                     self.report(f"sync: connection lost ({reason}); reconnecting")
-                    self.stop_event.wait(RECONNECT_BACKOFF_S[min(self._failures - 1, len(RECONNECT_BACKOFF_S) - 1)])
                 finally:
                     if self.link is not None:
                         self.link.close()
