@@ -277,14 +277,32 @@ def test_an_error_in_the_runs_pod_is_raised_here_as_the_same_error():
 
 def test_the_session_host_reports_what_the_environment_gained(tmp_path: Path):
     # The agent's own code (stdlib, Python 3.8+), on this interpreter's real environment.
-    from pypod.agent.dists import installed_since, snapshot
+    from importlib import metadata
 
-    now = snapshot()
-    assert now["click"][0] and "packaging" in now
+    from pypod.agent.dists import installed_since, listing
+
+    now = listing()
+    for name in ("click", "pytest", "packaging"):  # read off folder names, as importlib.metadata says
+        assert now[name] == metadata.version(name)
     before = {k: v for k, v in now.items() if k not in ("click", "pytest")}
-    before["rich"] = ("0.0.1", [])
+    before["rich"] = "0.0.1"
     gained = installed_since(before, now)
     assert [entry["name"] for entry in gained] == ["click", "pytest", "rich"]
     pytest_entry = next(e for e in gained if e["name"] == "pytest")
-    assert "pluggy" in pytest_entry["requires"] and pytest_entry["version"] == now["pytest"][0]
+    assert "pluggy" in pytest_entry["requires"] and pytest_entry["version"] == now["pytest"]
     assert installed_since(now, now) == []
+
+
+def test_the_environment_listing_reads_installers_folder_names(tmp_path: Path):
+    from pypod.agent.dists import listing
+
+    first, second = tmp_path / "site", tmp_path / "later"
+    for folder, names in (
+        (first, ["Foo_Bar-1.2.post1.dist-info", "legacy_pkg-0.9-py3.11.egg-info", "devpkg.egg-info", "foo_bar.py"]),
+        (second, ["foo_bar-0.1.dist-info", "other-2.0.dist-info"]),
+    ):
+        folder.mkdir()
+        for name in names:
+            (folder / name).mkdir()
+    found = listing([str(first), str(tmp_path / "gone"), str(second), str(tmp_path / "x.zip")])
+    assert found == {"foo-bar": "1.2.post1", "legacy-pkg": "0.9", "devpkg": "", "other": "2.0"}

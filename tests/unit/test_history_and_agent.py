@@ -97,8 +97,11 @@ def test_the_repl_is_spawned_only_once_the_environment_is_listed(monkeypatch):
     from pypod.agent import session
 
     listed = threading.Event()
-    monkeypatch.setattr(session, "snapshot", lambda: listed.wait(5) and {"numpy": ("1.0", [])})
-    host = session.Host(["python3"], 900, False, socket_path="/nonexistent/s.sock", dists=session.Distributions())
+    monkeypatch.setattr(session, "listing", lambda: listed.wait(5) and {"numpy": "1.0"})
+    ahead = session.Ahead()
+    dists = ahead.add(session.Distributions())
+    ahead.start()
+    host = session.Host(["python3"], 900, False, socket_path="/nonexistent/s.sock", dists=dists)
     seen = []
 
     def fork():
@@ -109,4 +112,29 @@ def test_the_repl_is_spawned_only_once_the_environment_is_listed(monkeypatch):
     threading.Timer(0.2, listed.set).start()  # the listing is slower than the first client
     with pytest.raises(OSError):
         host.spawn()
-    assert seen == [{"numpy": ("1.0", [])}]
+    assert seen == [{"numpy": "1.0"}]
+
+
+def test_the_hosts_ahead_jobs_run_in_order_in_one_thread_and_a_failure_stops_none():
+    from pypod.agent import session
+
+    ran = []
+
+    class Step(session.Job):
+        def __init__(self, name, fail=False):
+            super().__init__()
+            self.name, self.fail = name, fail
+
+        def work(self):
+            ran.append((self.name, threading.current_thread().name))
+            if self.fail:
+                raise RuntimeError("broken")
+            return self.name
+
+    ahead = session.Ahead()
+    first, broken, last = ahead.add(Step("first")), ahead.add(Step("broken", fail=True)), ahead.add(Step("last"))
+    ahead.start()
+    assert last.take() == "last" and first.take() == "first"
+    assert broken.take() is None  # failed: taken as not worked out, without the full wait
+    assert [name for name, _ in ran] == ["first", "broken", "last"]
+    assert {thread for _, thread in ran} == {"pypod-ahead"}

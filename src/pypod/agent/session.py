@@ -34,7 +34,7 @@ import threading
 import time
 
 from .attach import AGENT_DIR, SOCKET_PATH
-from .dists import installed_since, snapshot
+from .dists import installed_since, listing
 from .frames import FrameReader, frame
 from .tmpdir import agent_dir
 
@@ -90,57 +90,100 @@ class Client:
         self.outbox = b""
 
 
-class Banner:
-    """`pypod info`'s one line, worked out in a thread while the host waits for its first
-    client (the client is still starting the sync then), so the REPL starts no later."""
-
-    WAIT_S = 2.0  # at the first client's start: show it if ready by then, else go without
+class Ahead:
+    """Work the host does while its first client starts (the sync, then attach), in one
+    thread: each job a function, run in order, its result taken when needed. One thread,
+    not one per job: imports made at once from several threads can meet a module half
+    made (CPython lets one import see another's partial module rather than deadlock),
+    which once failed the banner with "partially initialized module 'typing'"."""
 
     def __init__(self):
-        self.line = ""
-        self.elapsed = None
-        self.waited = 0.0
-        self.thread = threading.Thread(target=self._work, name="pypod-banner", daemon=True)
-        self.thread.start()
+        self._jobs = []
+        self._thread = threading.Thread(target=self._work, name="pypod-ahead", daemon=True)
+
+    def add(self, job):
+        self._jobs.append(job)
+        return job
+
+    def start(self):
+        self._thread.start()
+        return self
 
     def _work(self):
+        for job in self._jobs:
+            try:
+                job.run()
+            except Exception as exc:  # the jobs after it still run; its take() gets None
+                log("%s failed: %s" % (type(job).__name__, exc))
+
+
+class Job:
+    """One job of Ahead's: `take()` waits for it (at most `wait_s`); None if not done."""
+
+    wait_s = 30.0
+
+    def __init__(self):
+        self.result = None
+        self.elapsed = None
+        self.waited = 0.0
+        self.done = threading.Event()
+
+    def run(self):
         started = time.monotonic()
         try:
-            from .resources import banner, collect
+            self.result = self.work()
+        finally:
+            self.elapsed = time.monotonic() - started
+            self.done.set()
 
-            self.line = banner(collect(sample_s=0, measure_ephemeral=False))
-        except Exception as exc:  # the REPL must start whatever this finds
-            self.line = "pod: (pypod info failed: %s)" % exc
-        self.elapsed = time.monotonic() - started
+    def work(self):
+        raise NotImplementedError
 
     def take(self):
         waited = time.monotonic()
-        self.thread.join(self.WAIT_S)
+        self.done.wait(self.wait_s)
         self.waited = time.monotonic() - waited
-        return self.line if not self.thread.is_alive() else ""
+        return self.result if self.done.is_set() else None
 
 
-class Distributions:
-    """The environment's distributions before the REPL, listed in a thread (importlib.metadata:
-    ~30 ms in a bare image, far more in a large one) while the host waits for its first
-    client; the REPL is spawned only once they are known."""
+class Banner(Job):
+    """`pypod info`'s one line, shown above the REPL's first prompt."""
 
-    WAIT_S = 30.0
+    wait_s = 2.0  # at the first client's start: show it if ready by then, else go without
 
-    def __init__(self):
-        self.before = None
-        self.thread = threading.Thread(target=self._work, name="pypod-dists", daemon=True)
-        self.thread.start()
-
-    def _work(self):
+    def work(self):
         try:
-            self.before = snapshot()
-        except Exception as exc:  # the REPL starts all the same; installs are then not reported
-            log("could not list the environment's distributions: %s" % exc)
+            from .resources import banner, collect
+
+            return banner(collect(sample_s=0, measure_ephemeral=False))
+        except Exception as exc:  # the REPL must start whatever this finds
+            return "pod: (pypod info failed: %s)" % exc
 
     def take(self):
-        self.thread.join(self.WAIT_S)
-        return None if self.thread.is_alive() else self.before
+        return super().take() or ""
+
+
+class Distributions(Job):
+    """The environment's distributions before the REPL; the REPL is spawned only once
+    they are known."""
+
+    def work(self):
+        try:
+            return listing()
+        except Exception as exc:  # the REPL starts all the same; installs are then not reported
+            log("could not list the environment's distributions: %s" % exc)
+            return None
+
+
+class Unpack(Job):
+    """The agent's archive unpacked and compiled where the stdin loader looks for it."""
+
+    def __init__(self, data, target):
+        super().__init__()
+        self.data, self.target = data, target
+
+    def work(self):
+        unpack_for_stdin_loader(self.data, self.target)
 
 
 class Host:
@@ -327,7 +370,7 @@ class Host:
         if self.dists is None:
             return []
         try:
-            return installed_since(self.dists, snapshot())
+            return installed_since(self.dists, listing())
         except Exception as exc:  # the REPL's end must not fail on this
             log("could not list the environment's distributions: %s" % exc)
             return []
@@ -366,15 +409,16 @@ def unpacked_path(data):
     return os.path.join(agent_dir(), "agent-%s" % hashlib.sha1(data).hexdigest()[:16])
 
 
-def unpack_for_stdin_loader(data):
+def unpack_for_stdin_loader(data, target=None):
     """Unpack the archive `data`, its modules compiled, where pypod's stdin loader looks
-    for it: the sync's first exec into a new pod then starts warm, and so does attach."""
+    for it (`target`, else unpacked_path's): the sync's first exec into a new pod then
+    starts warm, and so does attach."""
     import compileall
     import io
     import zipfile
 
     try:
-        target = unpacked_path(data)
+        target = target or unpacked_path(data)
         if os.path.isfile(os.path.join(target, "__main__.py")):
             return
         temp = "%s.%d" % (target, os.getpid())
@@ -402,11 +446,15 @@ def host_main(archive, rest):
             return 2
     command = rest[1:] if rest else ["auto"]
     os.environ.pop("PYPOD_AGENT", None)  # the agent's own source; the REPL need not see it
-    banner = Banner()
     with open(archive, "rb") as handle:
         data = handle.read()
-    install_attach_entrypoint(archive, unpacked_path(data))
-    threading.Thread(target=unpack_for_stdin_loader, args=(data,), daemon=True).start()
+    unpacked = unpacked_path(data)
+    install_attach_entrypoint(archive, unpacked)
+    # In the order of need: the sync's exec comes first, then the client's start.
+    ahead = Ahead()
+    ahead.add(Unpack(data, unpacked))
+    banner = ahead.add(Banner())
+    dists = ahead.add(Distributions())
+    ahead.start()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    dists = Distributions()  # while the first client starts the sync
     return Host(resolve_repl(command or ["auto"]), keep_alive, detach, banner=banner, dists=dists).run()
