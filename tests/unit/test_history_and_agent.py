@@ -131,9 +131,16 @@ def test_the_hosts_ahead_jobs_run_in_order_in_one_thread_and_a_failure_stops_non
                 raise RuntimeError("broken")
             return self.name
 
+    spawned = threading.Event()
     ahead = session.Ahead()
-    first, broken, last = ahead.add(Step("first")), ahead.add(Step("broken", fail=True)), ahead.add(Step("last"))
+    first, broken = ahead.add(Step("first")), ahead.add(Step("broken", fail=True))
+    last = ahead.add(Step("last"), after=spawned)
     ahead.start()
+    assert first.take() == "first" and broken.take() is None
+    last.wait_s = 0.3
+    assert last.take() is None and [name for name, _ in ran] == ["first", "broken"]  # waits for the REPL
+    spawned.set()
+    last.wait_s = 5
     assert last.take() == "last" and first.take() == "first"
     assert broken.take() is None  # failed: taken as not worked out, without the full wait
     assert [name for name, _ in ran] == ["first", "broken", "last"]

@@ -38,8 +38,8 @@ from .dists import installed_since, listing
 from .frames import FrameReader, frame
 from .tmpdir import agent_dir
 
-# Runs the agent from its unpacked, compiled copy once the host has made it (each
-# attach then skips compiling the modules), else from the archive. `pypod_agent` is
+# Runs the agent from its unpacked, compiled copy once there is one (made by the first
+# sync, or by the host once the REPL runs), else from the archive. `pypod_agent` is
 # the archive's package (PACKAGE in pypod/agent/__init__.py).
 ATTACH_SCRIPT = """#!%s
 import os, sys
@@ -101,8 +101,9 @@ class Ahead:
         self._jobs = []
         self._thread = threading.Thread(target=self._work, name="pypod-ahead", daemon=True)
 
-    def add(self, job):
-        self._jobs.append(job)
+    def add(self, job, after=None):
+        """Run `job` after those added before it and, given an Event `after`, once it is set."""
+        self._jobs.append((job, after))
         return job
 
     def start(self):
@@ -110,7 +111,9 @@ class Ahead:
         return self
 
     def _work(self):
-        for job in self._jobs:
+        for job, after in self._jobs:
+            if after is not None:
+                after.wait()
             try:
                 job.run()
             except Exception as exc:  # the jobs after it still run; its take() gets None
@@ -187,8 +190,9 @@ class Unpack(Job):
 
 
 class Host:
-    def __init__(self, command, keep_alive, detach, socket_path=SOCKET_PATH, banner=None, dists=None):
+    def __init__(self, command, keep_alive, detach, socket_path=SOCKET_PATH, banner=None, dists=None, spawned=None):
         self.banner = banner
+        self.spawned = spawned  # an Event set once the REPL is spawned
         self.pending_dists = dists  # a Distributions, taken as the REPL is spawned
         self.dists = None  # the environment's distributions before the REPL, or None
         self.command = command
@@ -220,6 +224,8 @@ class Host:
                 sys.stderr.write("pypod-agent: cannot start %s: %s\n" % (self.command[0], exc))
                 os._exit(127)
         self.child_pid, self.master = pid, master
+        if self.spawned is not None:
+            self.spawned.set()
         set_winsize(master, rows, cols)
         log("REPL started: " + " ".join(self.command))
 
@@ -450,11 +456,15 @@ def host_main(archive, rest):
         data = handle.read()
     unpacked = unpacked_path(data)
     install_attach_entrypoint(archive, unpacked)
-    # In the order of need: the sync's exec comes first, then the client's start.
     ahead = Ahead()
-    ahead.add(Unpack(data, unpacked))
     banner = ahead.add(Banner())
     dists = ahead.add(Distributions())
+    # Once the REPL runs, not before: until then the CPU goes to the execs on the way to
+    # its prompt, and the sync's first exec unpacks the archive itself (this is then a
+    # no-op). Without a sync, later attaches start from the compiled copy all the same.
+    spawned = threading.Event()
+    ahead.add(Unpack(data, unpacked), after=spawned)
     ahead.start()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    return Host(resolve_repl(command or ["auto"]), keep_alive, detach, banner=banner, dists=dists).run()
+    host = Host(resolve_repl(command or ["auto"]), keep_alive, detach, banner=banner, dists=dists, spawned=spawned)
+    return host.run()
