@@ -5,8 +5,10 @@ Both run the pypod of a clean venv (the worktree pip-installed): what a user get
     python benchmarks/launch.py [--runs 5] [--venv PATH]
 
 Starts the harness if it is not up (and stops it again afterwards).
-Prints `BENCH <name> <value> <unit>` lines. The anchor, julia_pod, sleeps 8 s and
-then polls kubectl in a loop; it needs docker and devspace, so it cannot run here.
+Prints `BENCH <name> <value> <unit>` lines, and the overhead against one `kubectl exec`
+into a just-started pod on the same machine (these machines differ ~2x in speed). The
+anchor, julia_pod, sleeps 8 s and then polls kubectl in a loop; it needs docker and
+devspace, so it cannot run here.
 """
 
 from __future__ import annotations
@@ -138,6 +140,41 @@ def launch_overhead(info, pypod: Path, runs: int) -> None:  # type: ignore[no-un
     bench("launch_kubernetes_pod_start_s", statistics.median(kube_times), "s")
     bench("launch_overhead_s", statistics.median(overheads), "s")
     bench("launch_overhead_julia_pod_sleep_s", 8.0, "s (julia_pod's fixed sleep before polling; not run here)")
+    floor = exec_floor(info, client, runs)
+    bench("launch_exec_floor_s", floor, "s (one `kubectl exec POD -- true` into a pod as it starts running)")
+    ratio = statistics.median(overheads) / floor
+    bench("launch_overhead_vs_exec_floor", ratio, "ratio (this machine's speed divided out)")
+
+
+def exec_floor(info, client, runs: int) -> float:  # type: ignore[no-untyped-def]
+    """What one exec into a pod that has just started running costs here: pypod needs at
+    least one such exec (its REPL's) before a prompt, so its overhead is read against it."""
+    from lightkube.resources.core_v1 import Namespace, Pod, ServiceAccount
+
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    client.create(Namespace.from_dict({"metadata": {"name": namespace}}))
+    samples = []
+    try:
+        while not any(sa.metadata.name == "default" for sa in client.list(ServiceAccount, namespace=namespace)):
+            time.sleep(0.1)
+        for i in range(runs):
+            name = f"floor-{i}"
+            container = {"name": "driver", "image": info.base_image, "command": ["sleep", "600"]}
+            spec = {"terminationGracePeriodSeconds": 0, "containers": [container]}
+            client.create(Pod.from_dict({"metadata": {"name": name, "namespace": namespace}, "spec": spec}))
+            for _event, pod in client.watch(Pod, namespace=namespace, fields={"metadata.name": name}):
+                if pod.status and pod.status.phase == "Running":
+                    break
+            started = time.perf_counter()
+            subprocess.run(
+                [info.kubectl, f"--kubeconfig={info.admin_kubeconfig}", "-n", namespace, "exec", name, "--", "true"],
+                check=True,
+                capture_output=True,
+            )
+            samples.append(time.perf_counter() - started)
+    finally:
+        client.delete(Namespace, namespace)
+    return statistics.median(samples)
 
 
 def main() -> None:
