@@ -92,7 +92,7 @@ class Client:
 
 class Ahead:
     """Work the host does while its first client starts (the sync, then attach), in one
-    thread: each job a function, run in order, its result taken when needed. One thread,
+    thread: Jobs run in order, each result taken when needed. One thread,
     not one per job: imports made at once from several threads can meet a module half
     made (CPython lets one import see another's partial module rather than deadlock),
     which once failed the banner with "partially initialized module 'typing'"."""
