@@ -138,6 +138,21 @@ def test_pypod_syncs_by_default_and_the_repl_imports_edited_code(env, kube, name
     assert term.wait() == 0
 
 
+def test_what_the_repl_writes_as_it_exits_comes_home_before_the_pod_ends(env, kube, namespace, tmp_path, cluster):  # type: ignore[no-untyped-def]
+    # The pod ends with the REPL, and with it the sync's agent: 30 MB written on the same
+    # line as exit() came home as an empty file before the session host waited for pypod.
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "a.py").write_text("A = 1\n")
+    term = Terminal([], env, cwd=project)
+    term.expect(">>> ", 120)
+    term.line("open('made_at_exit.bin', 'wb').write(b'x' * 30_000_000); open('small.txt', 'w').write('last'); exit()")
+    assert term.wait(120) == 0
+    assert (project / "small.txt").read_text() == "last"
+    made = project / "made_at_exit.bin"
+    assert made.stat().st_size == 30_000_000 and made.read_bytes() == b"x" * 30_000_000
+
+
 def test_pypod_sync_attaches_to_a_running_run(env, kube, namespace, tmp_path, cluster):  # type: ignore[no-untyped-def]
     project = tmp_path / "proj"
     project.mkdir()

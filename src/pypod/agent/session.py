@@ -52,6 +52,7 @@ sys.exit(main(sys.argv[1:]))
 SCROLLBACK_BYTES = 64 * 1024
 PING_GRACE_S = 30.0  # a client silent this long is gone (its stream died without a close)
 START_WAIT_S = 120.0  # how long the REPL waits for a first client to send history and size
+LEAVE_WAIT_S = 60.0  # at the REPL's end: how long the host waits for its clients to hang up
 HISTORY_FILE = os.path.expanduser("~/.python_history")
 
 
@@ -369,7 +370,23 @@ class Host:
             except OSError:
                 pass
         log("REPL exited with code %d" % code)
+        self.wait_for_clients_to_leave()
         return code
+
+    def wait_for_clients_to_leave(self, timeout=LEAVE_WAIT_S):
+        """The container ends with this process, and with it the sync's agent: the client
+        hangs up once the pod's last edits have come home (see run_terminal's on_end)."""
+        deadline = time.monotonic() + timeout
+        socks = [client.sock for client in self.clients]
+        while socks and time.monotonic() < deadline:
+            readable, _, _ = select.select(socks, [], [], max(0.0, deadline - time.monotonic()))
+            for sock in readable:
+                try:
+                    data = sock.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    socks.remove(sock)
 
     def installed(self):
         """The distributions installed while the REPL ran (pip install, uv add, pypod.add)."""

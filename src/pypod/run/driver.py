@@ -21,6 +21,8 @@ from .forward import PortForward
 from .output import Output
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..kube.kubectl import Kubectl
     from ..kube.queue import LocalQueueInfo, QueueTarget
     from ..kube.status import PodReport
@@ -247,6 +249,7 @@ class Driver(Connection):
         history_path: Path | None,
         env: dict[str, str] | None = None,
         started: StartedStream | None = None,
+        on_end: Callable[[], None] | None = None,
     ) -> ReplEnd:
         from .terminal import run_terminal
 
@@ -256,6 +259,7 @@ class Driver(Connection):
             env=env,
             banner=not self.out.quiet,
             started=started,
+            on_end=on_end,
             on_reconnect=lambda n: self.out.info(f"\r\n[pypod] connection lost; reconnecting (try {n})\r"),
         )
         if result.exit_code is None:

@@ -183,7 +183,7 @@ class LiveSync:
         while time.monotonic() < deadline:
             if self.syncer.health.state in ("failed", "stopped"):
                 return False
-            if self.syncer.health.state == "watching":
+            if self.syncer.health.state == "watching" and not self.syncer.busy():
                 quiet_since = quiet_since or time.monotonic()
                 if time.monotonic() - quiet_since >= quiet_s:
                     return True

@@ -283,9 +283,12 @@ def _run(
         guard.disarm(name)
         in_repl = True
         try:
-            end = session.relay_repl(pod, name, seed, history_path(settings), dict(request.session_env), repl)
-            if live is not None and end.installed:
-                live.settle()  # the pod's last edits of the project's files come home first
+            # The pod's last edits of the project's files come home before pypod hangs up
+            # and so lets the pod end (the session host waits for that).
+            settle = live.settle if live is not None else None
+            end = session.relay_repl(
+                pod, name, seed, history_path(settings), dict(request.session_env), repl, on_end=settle
+            )
         finally:
             dashboard.stop()
             for forward in forwards:

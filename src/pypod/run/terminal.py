@@ -128,10 +128,13 @@ def run_terminal(
     give_up_after_s: float = 60.0,
     banner: bool = True,
     started: StartedStream | None = None,
+    on_end: Callable[[], None] | None = None,
 ) -> SessionResult:
     """Relay the terminal until the REPL exits; reconnect if the stream breaks. `banner`:
     whether a REPL started by this client opens with `pypod info`'s one line; `started`:
-    the first connection, its start frame sent (see start_stream)."""
+    the first connection, its start frame sent (see start_stream); `on_end`: run when the
+    REPL has ended and before this client hangs up, which lets the pod end (the host
+    waits for it): the sync brings the pod's last edits home then."""
     in_fd = sys.stdin.fileno() if stdin_fd is None else stdin_fd
     out_fd = sys.stdout.fileno() if stdout_fd is None else stdout_fd
     attempt = 0
@@ -153,6 +156,7 @@ def run_terminal(
                 None if answered else env,
                 banner,
                 sent_size,
+                on_end,
             )
             answered = answered or heard
             if result is not None:
@@ -193,6 +197,7 @@ def _one_connection(
     env: dict[str, str] | None,
     banner: bool = True,
     sent_size: tuple[int, int] | None = None,
+    on_end: Callable[[], None] | None = None,
 ) -> tuple[SessionResult | None, bool]:
     """One exec stream. Returns the result when the REPL ended (None when the stream
     broke), and whether the host answered at all. `sent_size`: the start frame went
@@ -245,6 +250,8 @@ def _one_connection(
                             new_history=end.get("history", []),
                             installed=end.get("installed", []),
                         )
+                        if on_end is not None:
+                            on_end()
                         return result, heard
             if time.monotonic() - last_ping > PING_EVERY_S:
                 write_all(stream_in, frame(b"p"))

@@ -215,6 +215,11 @@ class Syncer:
             if self.health.state != "failed":
                 self.set_state("stopped")
 
+    def busy(self) -> bool:
+        """Whether anything is in flight either way (read from another thread: a hint for
+        polling, as health is)."""
+        return bool(self.pending or self.downloads or self.dirty or self.receiving)
+
     def stop(self) -> None:
         self.stop_event.set()
         self.inbox.put((b"", {"stop": True}, b""))
