@@ -255,7 +255,7 @@ class Syncer:
         heard = time.monotonic()
         pinged = heard
         while not self.stop_event.is_set():
-            if not self.pending and not self.downloads and not self.dirty and not self.receiving:
+            if not self.busy():
                 if not self.first_sync.is_set():
                     self.first_sync.set()
                 if self.health.state != "watching":
