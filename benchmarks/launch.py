@@ -95,6 +95,17 @@ class PodClock:
                 self.pod_running = time.monotonic()
 
 
+def new_namespace(client) -> str:  # type: ignore[no-untyped-def]
+    """A namespace of the benchmark's own, once its default ServiceAccount exists (pods wait for it)."""
+    from lightkube.resources.core_v1 import Namespace, ServiceAccount
+
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    client.create(Namespace.from_dict({"metadata": {"name": namespace}}))
+    while not any(sa.metadata.name == "default" for sa in client.list(ServiceAccount, namespace=namespace)):
+        time.sleep(0.1)
+    return namespace
+
+
 def launch_overhead(info, pypod: Path, runs: int) -> None:  # type: ignore[no-untyped-def]
     pypodcli.PYPOD[:] = [str(pypod)]  # the clean venv's pypod, as a user installs it
     from lightkube import Client, KubeConfig
@@ -108,12 +119,7 @@ def launch_overhead(info, pypod: Path, runs: int) -> None:  # type: ignore[no-un
     totals, kube_times, overheads = [], [], []
     with tempfile.TemporaryDirectory() as home:
         for _ in range(runs):
-            namespace = f"bench-{uuid.uuid4().hex[:8]}"
-            client.create(Namespace.from_dict({"metadata": {"name": namespace}}))
-            from lightkube.resources.core_v1 import ServiceAccount
-
-            while not any(sa.metadata.name == "default" for sa in client.list(ServiceAccount, namespace=namespace)):
-                time.sleep(0.1)
+            namespace = new_namespace(client)
             clock = PodClock(client, namespace)
             time.sleep(0.5)  # let the watches start
             env = dict(
@@ -149,14 +155,11 @@ def launch_overhead(info, pypod: Path, runs: int) -> None:  # type: ignore[no-un
 def exec_floor(info, client, runs: int) -> float:  # type: ignore[no-untyped-def]
     """What one exec into a pod that has just started running costs here: pypod needs at
     least one such exec (its REPL's) before a prompt, so its overhead is read against it."""
-    from lightkube.resources.core_v1 import Namespace, Pod, ServiceAccount
+    from lightkube.resources.core_v1 import Namespace, Pod
 
-    namespace = f"bench-{uuid.uuid4().hex[:8]}"
-    client.create(Namespace.from_dict({"metadata": {"name": namespace}}))
+    namespace = new_namespace(client)
     samples = []
     try:
-        while not any(sa.metadata.name == "default" for sa in client.list(ServiceAccount, namespace=namespace)):
-            time.sleep(0.1)
         for i in range(runs):
             name = f"floor-{i}"
             container = {"name": "driver", "image": info.base_image, "command": ["sleep", "600"]}
