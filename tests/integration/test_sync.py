@@ -116,10 +116,16 @@ def run_pod(kube, namespace: str) -> tuple[str, str]:  # type: ignore[no-untyped
     return pods[0].metadata.labels["pypod.dev/run"], pods[0].metadata.name
 
 
-def test_pypod_syncs_by_default_and_the_repl_imports_edited_code(env, kube, namespace, tmp_path, cluster):  # type: ignore[no-untyped-def]
+def project_folder(tmp_path, name: str, text: str):  # type: ignore[no-untyped-def]
+    """A project of one file, `name` holding `text`, for a pypod session to sync."""
     project = tmp_path / "proj"
     project.mkdir()
-    (project / "mymod.py").write_text("VALUE = 'first'\n")
+    (project / name).write_text(text)
+    return project
+
+
+def test_pypod_syncs_by_default_and_the_repl_imports_edited_code(env, kube, namespace, tmp_path, cluster):  # type: ignore[no-untyped-def]
+    project = project_folder(tmp_path, "mymod.py", "VALUE = 'first'\n")
     term = Terminal([], env, cwd=project)
     term.expect("paths in sync", 120)
     term.expect(">>> ", 60)
@@ -141,9 +147,7 @@ def test_pypod_syncs_by_default_and_the_repl_imports_edited_code(env, kube, name
 def test_what_the_repl_writes_as_it_exits_comes_home_before_the_pod_ends(env, kube, namespace, tmp_path, cluster):  # type: ignore[no-untyped-def]
     # The pod ends with the REPL, and with it the sync's agent: 30 MB written on the same
     # line as exit() came home as an empty file before the session host waited for pypod.
-    project = tmp_path / "proj"
-    project.mkdir()
-    (project / "a.py").write_text("A = 1\n")
+    project = project_folder(tmp_path, "a.py", "A = 1\n")
     term = Terminal([], env, cwd=project)
     term.expect(">>> ", 120)
     term.line("open('made_at_exit.bin', 'wb').write(b'x' * 30_000_000); open('small.txt', 'w').write('last'); exit()")
@@ -154,9 +158,7 @@ def test_what_the_repl_writes_as_it_exits_comes_home_before_the_pod_ends(env, ku
 
 
 def test_pypod_sync_attaches_to_a_running_run(env, kube, namespace, tmp_path, cluster):  # type: ignore[no-untyped-def]
-    project = tmp_path / "proj"
-    project.mkdir()
-    (project / "a.py").write_text("A = 1\n")
+    project = project_folder(tmp_path, "a.py", "A = 1\n")
     term = Terminal(["--no-sync"], env, cwd=project)
     term.expect(">>> ", 120)
     run, pod = run_pod(kube, namespace)
