@@ -9,6 +9,7 @@ import struct
 
 HEADER = struct.Struct(">cI")
 META = struct.Struct(">I")
+PIPE_BYTES = 1 << 20  # the default /proc/sys/fs/pipe-max-size: what any user may ask for
 
 
 def frame(kind, payload=b""):
@@ -45,3 +46,15 @@ class FrameReader:
             offset = end
         del self.buffer[:offset]
         return frames
+
+
+def widen_pipe(fd):
+    """Let the pipe hold PIPE_BYTES, not 64 KiB: the writer runs ahead while this side
+    writes files, and each read takes up to that much. A socket or a pipe that
+    cannot grow keeps its size."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
+    except (ImportError, OSError):
+        pass

@@ -26,7 +26,7 @@ import select
 import sys
 import time
 
-from .frames import FrameReader, meta_frame, split_meta
+from .frames import FrameReader, meta_frame, split_meta, widen_pipe
 from .tmpdir import agent_dir
 from .tree import (
     CHUNK,
@@ -288,6 +288,8 @@ class SyncAgent:
 def serve(in_fd=0, out_fd=1):
     """Run until stdin closes (pypod went away or the stream broke)."""
     agent = SyncAgent(out_fd)
+    widen_pipe(in_fd)
+    widen_pipe(out_fd)
     reader = FrameReader()
     pending = set()
     first_pending = last_event = 0.0

@@ -10,7 +10,7 @@ import subprocess
 import threading
 from typing import Any
 
-from ..agent.frames import FrameReader, meta_frame, split_meta
+from ..agent.frames import FrameReader, meta_frame, split_meta, widen_pipe
 from ..agent.tree import HOLD_FILE_BYTES
 
 FLUSH_BYTES = 1 << 20
@@ -28,6 +28,9 @@ class AgentLink:
         self.inbox = inbox
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.stderr = b""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        widen_pipe(self.proc.stdin.fileno())
+        widen_pipe(self.proc.stdout.fileno())
         self._outbox = bytearray()
         self._bundle: list[list[Any]] = []
         self._bundle_parts: list[bytes] = []
