@@ -42,6 +42,25 @@ def local_agent(argv_prefix: list[str] | None = None, python: str | None = None)
     return connect
 
 
+def scan_after_the_index(syncer: Syncer) -> list[int]:
+    """Hold the syncer's first local scan until the agent's index is in, as when a large
+    folder's scan outlasts the agent's start, so what is new goes out during the scan.
+    Returns a list that gets how many operations were in flight when the scan ended."""
+    refresh = syncer.tree.refresh
+    in_flight: list[int] = []
+
+    def after_the_index(rels, known, on_listed=None):  # type: ignore[no-untyped-def]
+        if on_listed is None or in_flight:
+            return refresh(rels, known, on_listed)
+        wait_until(lambda: not syncer.inbox.empty(), what="the agent's index")
+        changes = refresh(rels, known, on_listed)
+        in_flight.append(len(syncer.pending))
+        return changes
+
+    syncer.tree.refresh = after_the_index  # type: ignore[method-assign]
+    return in_flight
+
+
 class RunningSync:
     def __init__(self, local: Path, remote: str, connect, state_file: Path | None = None, **options) -> None:  # type: ignore[no-untyped-def]
         self.messages: list[str] = []

@@ -12,7 +12,7 @@ import pytest
 
 from pypod.agent.tree import Excludes, Tree, UnsafePathError
 from pypod.sync.excludes import compile_excludes
-from tests.synchelp import RunningSync, local_agent, wait_until
+from tests.synchelp import RunningSync, local_agent, scan_after_the_index, wait_until
 
 
 @pytest.fixture
@@ -45,6 +45,69 @@ def test_first_sync_local_wins_pod_only_comes_back_nothing_deleted(sides: tuple[
     assert (remote / "empty").is_dir()
     assert os.readlink(remote / "pkg" / "link") == "../same.py"
     assert not (local / ".git").exists() and (remote / ".git" / "config").read_text() == "pod's git\n"
+
+
+def snapshot(root: Path) -> dict[str, object]:
+    """Every path below root: a directory, a link's target, or a file's bytes and mode."""
+    found: dict[str, object] = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            found[rel] = ("link", os.readlink(path))
+        elif path.is_dir():
+            found[rel] = "dir"
+        else:
+            found[rel] = (path.read_bytes(), os.access(path, os.X_OK))
+    return found
+
+
+def mixed_first_sync(local: Path, remote: Path, clash: bool) -> None:
+    """Two folders that differ in every way a first sync meets (`clash`: a directory
+    here where the pod has a file)."""
+    for side in (local, remote):
+        (side / "same.py").write_text("same\n")
+        (side / "shared").mkdir()
+        (side / "shared" / "both.py").write_text(f"{side.name}\n")
+    (local / "differs.py").write_text("local\n")
+    (remote / "differs.py").write_text("pod\n")
+    (local / "new" / "deeper").mkdir(parents=True)
+    (local / "new" / "deeper" / "a.py").write_text("a\n")
+    (local / "shared" / "only_here.py").write_text("here\n")
+    (local / "run.sh").write_text("#!/bin/sh\n")
+    (local / "run.sh").chmod(0o755)
+    (local / "link").symlink_to("same.py")
+    if clash:
+        (local / "out").mkdir()
+        (local / "out" / "part.txt").write_text("part\n")
+        (remote / "out").write_text("a file in the pod\n")
+    (remote / "results").mkdir()  # only in the pod
+    (remote / "results" / "r.txt").write_text("r\n")
+    (remote / "notebook.ipynb").write_text("{}\n")
+
+
+@pytest.mark.parametrize("initial", ["local", "pod", "mirror"])
+def test_a_first_sync_that_sends_during_the_scan_ends_as_one_that_waits_for_it(tmp_path: Path, initial: str) -> None:
+    outcomes = []
+    for order in ("scan first", "index first"):
+        local, remote = tmp_path / order / "local", tmp_path / order / "pod"
+        local.mkdir(parents=True)
+        remote.mkdir()
+        mixed_first_sync(local, remote, clash=initial != "pod")
+        running = RunningSync(local, str(remote), local_agent(), initial=initial)
+        in_flight = scan_after_the_index(running.syncer) if order == "index first" else []
+        with running as sync:
+            sync.quiet()
+        if order == "index first":
+            assert in_flight and in_flight[0] > 0, "nothing went out during the scan"
+        assert sync.syncer.health.problems == 0, sync.messages
+        outcomes.append((snapshot(local), snapshot(remote)))
+    assert outcomes[0] == outcomes[1]
+    local_tree, pod_tree = outcomes[1]
+    assert pod_tree["new/deeper/a.py"] == (b"a\n", False) and pod_tree["run.sh"] == (b"#!/bin/sh\n", True)
+    assert pod_tree["link"] == ("link", "same.py")
+    assert pod_tree["differs.py"] == local_tree["differs.py"] == ({"pod": b"pod\n"}.get(initial, b"local\n"), False)
+    assert initial == "pod" or pod_tree["out/part.txt"] == (b"part\n", False)
+    assert ("results/r.txt" in pod_tree) == ("results/r.txt" in local_tree) == (initial != "mirror")
 
 
 def test_edits_renames_deletes_and_large_files_propagate_both_ways(sides: tuple[Path, Path]) -> None:

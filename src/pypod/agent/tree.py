@@ -280,10 +280,12 @@ class Tree:
                 return None
             raise
 
-    def scan(self, under="", before_listing=None):
+    def scan(self, under="", before_listing=None, on_listed=None):
         """Every syncable path below `under` (the root by default), with its version;
         `before_listing(rel)` is called for each directory before it is listed (so a
-        watch added then misses nothing the listing does not see)."""
+        watch added then misses nothing the listing does not see), and
+        `on_listed({rel: version})` with what each listing found, parents before
+        their contents (so a caller can act on them while the scan goes on)."""
         found = {}
         if under:
             top = self.version(under)
@@ -303,6 +305,7 @@ class Tree:
             except OSError:
                 continue
             excluded = self.excludes.excluded_entry
+            listed = {} if on_listed is not None else found
             with entries:
                 for entry in entries:
                     name = entry.name
@@ -317,21 +320,24 @@ class Tree:
                         continue  # vanished while we looked: its event will follow
                     if version is None:
                         continue
-                    found[rel] = version
+                    listed[rel] = version
                     if is_dir:
                         stack.append(rel)
+            if on_listed is not None:
+                found.update(listed)
+                on_listed(listed)
         return found
 
-    def refresh(self, rels, known):
+    def refresh(self, rels, known, on_listed=None):
         """What changed at `rels` (and below, for directories) against `known`, which is
-        updated in place. Returns {rel: version or None (gone)}."""
+        updated in place. Returns {rel: version or None (gone)}. `on_listed` is scan()'s."""
         changes = {}
         scanned = {}  # rel -> what its scan found, for the directories known as such
         wanted = set(rels)
         for rel in sorted(wanted):
             if rel and _covered(rel, wanted, known):
                 continue  # the scan of a directory above it covers it
-            now = self.scan(rel)
+            now = self.scan(rel, on_listed=on_listed)
             if not rel:  # everything
                 changes.update((p, None) for p in known if p not in now)
             before = known.get(rel)

@@ -238,18 +238,7 @@ class Syncer:
             hello["expect"] = index_digest(self.agreed)
         self.link.send(b"H", hello)
         self.link.flush()
-        self.tree.new_batch()
-        self._readable(self.tree.refresh({""}, self.local), self.local, "here")  # while the agent starts
-        index = self._wait_for(b"I", HELLO_TIMEOUT_S)[1]
-        self._failures = 0
-        self.health.watcher = index.get("watcher", "")
-        if index.get("same") and self.agreed:
-            self.remote = dict(self.agreed)  # the pod holds what was agreed, no more and no less
-        else:
-            self.remote = {}
-            for path, version in index.get("entries", {}).items():
-                if self._acceptable_remote(path) and not self._unreadable(path, version, self.remote, "in the pod"):
-                    self.remote[path] = version
+        self._scan_while_connecting()
         self.dirty.update(self._undecided())
         self._plan()
         heard = time.monotonic()
@@ -283,6 +272,68 @@ class Syncer:
                 pinged = now
             if now - heard > SILENCE_LIMIT_S:
                 raise LinkLost(f"no answer from the pod for {SILENCE_LIMIT_S:.0f}s")
+
+    def _scan_while_connecting(self) -> None:
+        """Scan the folder while the agent starts and scans the pod's copy, then take in
+        the agent's index. Once the index is in, what the scan finds that the pod has
+        never had goes out as it is found: hashing here overlaps writing there."""
+        indexed = False
+        held_back: list[Message] = []  # what came before the index: handled after the scan
+        found: dict[str, str] = {}  # what the scan found before the index came, in its order
+        by_version: dict[str, str] = {}
+
+        def listed(entries: dict[str, str]) -> None:
+            nonlocal indexed, found, by_version
+            if indexed:
+                self._upload_new(entries, by_version)
+                return
+            found.update(entries)
+            while True:
+                try:
+                    message = self.inbox.get_nowait()
+                except queue.Empty:
+                    return
+                if message[0] == b"I":
+                    break
+                held_back.append(message)
+            self._take_index(message[1])
+            indexed = True
+            by_version = {v: p for p, v in self.remote.items() if is_file_version(v)}
+            self._upload_new(found, by_version)
+
+        self.tree.new_batch()
+        self._readable(self.tree.refresh({""}, self.local, on_listed=listed), self.local, "here")
+        for message in held_back:
+            self._handle(message)
+        if not indexed:
+            self._take_index(self._wait_for(b"I", HELLO_TIMEOUT_S)[1])
+
+    def _take_index(self, index: dict[str, Any]) -> None:
+        self._failures = 0
+        self.health.watcher = index.get("watcher", "")
+        if index.get("same") and self.agreed:
+            self.remote = dict(self.agreed)  # the pod holds what was agreed, no more and no less
+            return
+        self.remote = {}
+        for path, version in index.get("entries", {}).items():
+            if self._acceptable_remote(path) and not self._unreadable(path, version, self.remote, "in the pod"):
+                self.remote[path] = version
+
+    def _upload_new(self, entries: dict[str, str], by_version: dict[str, str]) -> None:
+        """Send the paths of one listing that neither the pod nor the agreed state has,
+        under a directory the pod has (or is being sent): every decision would upload
+        them, whatever the initial mode. The rest wait for the whole scan."""
+        remote, agreed = self.remote, self.agreed or {}
+        for path, version in entries.items():
+            if version == UNREADABLE or path in remote or path in agreed or path in self.pending:
+                continue
+            parent = path.rpartition("/")[0]
+            if parent and remote.get(parent) != DIR and not (parent in self.pending and self.local.get(parent) == DIR):
+                continue
+            if self.health.detail != "sending":
+                self.set_state("syncing", "sending")
+            self.local[path] = version  # as the scan records it when it ends
+            self._upload(path, by_version)
 
     def _undecided(self) -> set[str]:
         """The paths to decide on (re)connecting: all of them on a first sync; after
