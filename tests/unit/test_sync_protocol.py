@@ -500,3 +500,29 @@ def test_the_agent_picks_the_temp_dir_tempfile_would(
         monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr(tempfile, "tempdir", None)  # tempfile caches its choice
     assert temp_dir() == tempfile.gettempdir()
+
+
+def test_queued_pieces_reach_the_pipe_whole_and_in_order() -> None:
+    import random
+    import threading
+
+    from pypod.sync.link import IOV_MAX, write_parts
+
+    chance = random.Random(7)
+    sizes = [chance.choice([0, 1, 100, 70_000, 300_000]) for _ in range(3 * IOV_MAX)]
+    parts: list[bytes | memoryview] = [os.urandom(size) for size in sizes]
+    parts[5] = memoryview(parts[5])
+    reader_fd, writer_fd = os.pipe()  # 64 KiB: most writes are partial
+    received = bytearray()
+
+    def read() -> None:
+        while chunk := os.read(reader_fd, 50_000):
+            received.extend(chunk)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    write_parts(writer_fd, parts)
+    os.close(writer_fd)
+    reader.join(30)
+    os.close(reader_fd)
+    assert received == b"".join(parts)

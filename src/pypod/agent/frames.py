@@ -16,15 +16,21 @@ def frame(kind, payload=b""):
     return HEADER.pack(kind, len(payload)) + payload
 
 
-def meta_frame(kind, meta, data=b""):
+def meta_frame_head(kind, meta, data_size):
+    """A sync frame up to its raw bytes, which the caller sends after it (no copy of them)."""
     encoded = json.dumps(meta, separators=(",", ":")).encode("utf-8", "surrogateescape")
-    return frame(kind, META.pack(len(encoded)) + encoded + data)
+    return HEADER.pack(kind, META.size + len(encoded) + data_size) + META.pack(len(encoded)) + encoded
+
+
+def meta_frame(kind, meta, data=b""):
+    return meta_frame_head(kind, meta, len(data)) + data
 
 
 def split_meta(payload):
+    """A sync frame's meta, and its raw bytes as a view into `payload` (not a copy)."""
     (length,) = META.unpack_from(payload)
     meta = json.loads(payload[META.size : META.size + length].decode("utf-8", "surrogateescape"))
-    return meta, payload[META.size + length :]
+    return meta, memoryview(payload)[META.size + length :]
 
 
 class FrameReader:
@@ -42,7 +48,8 @@ class FrameReader:
             end = offset + HEADER.size + length
             if len(self.buffer) < end:
                 break
-            frames.append((kind, bytes(self.buffer[offset + HEADER.size : end])))
+            with memoryview(self.buffer) as view:  # one copy of the payload, not two
+                frames.append((kind, bytes(view[offset + HEADER.size : end])))
             offset = end
         del self.buffer[:offset]
         return frames

@@ -10,12 +10,13 @@ import subprocess
 import threading
 from typing import Any
 
-from ..agent.frames import FrameReader, meta_frame, split_meta, widen_pipe
+from ..agent.frames import FrameReader, meta_frame_head, split_meta, widen_pipe
 from ..agent.tree import HOLD_FILE_BYTES
 
 FLUSH_BYTES = 1 << 20
 BUNDLE_FILE_BYTES = HOLD_FILE_BYTES  # files up to this size travel whole, many to a frame
 BUNDLE_BYTES = 1 << 20
+IOV_MAX = 1024  # pieces per writev, on Linux and macOS
 Message = tuple[bytes, dict[str, Any], bytes]  # kind, meta, bytes; kind b"" means the stream ended
 
 
@@ -31,7 +32,10 @@ class AgentLink:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         widen_pipe(self.proc.stdin.fileno())
         widen_pipe(self.proc.stdout.fileno())
-        self._outbox = bytearray()
+        # What flush() sends, as the pieces it was queued in: a file's bytes are written
+        # from where they were read, never copied into a frame.
+        self._outbox: list[bytes | memoryview] = []
+        self._outbox_bytes = 0
         self._bundle: list[list[Any]] = []
         self._bundle_parts: list[bytes] = []
         self._bundle_bytes = 0
@@ -39,23 +43,26 @@ class AgentLink:
         self._errors = threading.Thread(target=self._read_stderr, name="pypod-sync-stderr", daemon=True)
         self._reader.start()
         self._errors.start()
-        self._write(preamble)
+        self._write([preamble])
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, parts: list[bytes | memoryview]) -> None:
         assert self.proc.stdin is not None
         try:
-            self.proc.stdin.write(data)
-            self.proc.stdin.flush()
+            write_parts(self.proc.stdin.fileno(), parts)
         except (BrokenPipeError, ConnectionResetError, ValueError) as exc:
             raise LinkLost(self.reason() or str(exc)) from exc
+
+    def _queue(self, *parts: bytes | memoryview) -> None:
+        self._outbox.extend(parts)
+        self._outbox_bytes += sum(len(part) for part in parts)
+        if self._outbox_bytes >= FLUSH_BYTES:
+            self.flush()
 
     def send(self, kind: bytes, meta: dict[str, Any], data: bytes = b"") -> None:
         """Queue a frame; flush() sends. Many small frames go out as one write, which the
         exec stream carries as one message instead of thousands."""
         self._close_bundle()  # frames leave in the order they were queued
-        self._outbox += meta_frame(kind, meta, data)
-        if len(self._outbox) >= FLUSH_BYTES:
-            self.flush()
+        self._queue(meta_frame_head(kind, meta, len(data)), data)
 
     def send_file(self, path: str, version: str, expect: str | None, keep_as: str | None, data: bytes) -> None:
         """Queue a put of a small file, whole. Files queued one after another go out
@@ -68,16 +75,16 @@ class AgentLink:
 
     def _close_bundle(self) -> None:
         if self._bundle:
-            self._outbox += meta_frame(b"B", {"files": self._bundle}, b"".join(self._bundle_parts))
+            head = meta_frame_head(b"B", {"files": self._bundle}, self._bundle_bytes)
+            parts = self._bundle_parts
             self._bundle, self._bundle_parts, self._bundle_bytes = [], [], 0
-            if len(self._outbox) >= FLUSH_BYTES:
-                self.flush()
+            self._queue(head, *parts)
 
     def flush(self) -> None:
         self._close_bundle()
         if self._outbox:
-            data, self._outbox = bytes(self._outbox), bytearray()
-            self._write(data)
+            parts, self._outbox, self._outbox_bytes = self._outbox, [], 0
+            self._write(parts)
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -120,3 +127,15 @@ class AgentLink:
     def kill(self) -> None:
         """Break the stream abruptly (tests and benchmarks use this, like a dropped connection)."""
         self.proc.kill()
+
+
+def write_parts(fd: int, parts: list[bytes | memoryview]) -> None:
+    """Write the pieces in order with as few system calls as the kernel allows (writev
+    takes at most IOV_MAX of them, and may write less than it was given)."""
+    index, offset = 0, 0  # the first piece not yet written whole, and how much of it was
+    while index < len(parts):
+        written = os.writev(fd, [memoryview(parts[index])[offset:], *parts[index + 1 : index + IOV_MAX]])
+        while index < len(parts) and written >= len(parts[index]) - offset:
+            written -= len(parts[index]) - offset
+            index, offset = index + 1, 0
+        offset += written
