@@ -305,6 +305,7 @@ class Tree:
             except OSError:
                 continue
             excluded = self.excludes.excluded_entry
+            cache = self.cache
             listed = {} if on_listed is not None else found
             with entries:
                 for entry in entries:
@@ -315,7 +316,19 @@ class Tree:
                         is_dir = stat.S_ISDIR(st.st_mode)
                         if excluded(rel, name, is_dir):
                             continue
-                        version = self._version(rel, entry.path, st)
+                        # _version's cache hit, inline: most of a resync's 10,000 files take it.
+                        cached = cache.get(rel)
+                        if (
+                            cached is not None
+                            and cached[1] == st.st_mtime_ns
+                            and cached[2] == st.st_ctime_ns
+                            and cached[0] == st.st_size
+                            and cached[3] == st.st_ino
+                            and stat.S_ISREG(st.st_mode)
+                        ):
+                            version = cached[4]
+                        else:
+                            version = self._version(rel, entry.path, st)
                     except OSError:
                         continue  # vanished while we looked: its event will follow
                     if version is None:
