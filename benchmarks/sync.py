@@ -4,7 +4,8 @@
   p50 < 100 ms, p99 < 300 ms). Pod and laptop share one kernel clock here, so a
   helper in the pod timestamps what it sees and what it writes.
 - initial sync of 10,000 files / 100 MB into an empty pod folder (goal < 3 s);
-- resync with nothing changed, from a new process and a new agent (goal < 0.25 s);
+- resync with nothing changed, from a new process and a new agent (goal < 0.25 s), beside
+  its floor here: one exec into the pod plus one stat of every path in it;
 - the anchor: `kubectl cp` of the same tree, in the same run (goal: pypod's first
   sync at least 1.5x as fast);
 - the first sync of a new pod whose folder already holds the tree (as an image with
@@ -190,6 +191,9 @@ class Bench:
         syncer.stop()
         thread.join(30)
         bench("resync_noop_s", seconds, "s")
+        floor = self.noop_floor(remote)
+        bench("resync_noop_floor_s", floor, "s (one `kubectl exec POD -- true` plus one lstat of every pod path)")
+        bench("resync_noop_vs_floor", seconds / floor, "ratio")
         os.sync()
         started = time.perf_counter()
         subprocess.run(
@@ -212,6 +216,28 @@ class Bench:
             raise SystemExit(f"the baked first sync rewrote {rewritten} paths in the pod; it should send nothing")
         bench("initial_sync_baked_10k_s", seconds, "s")
 
+    def noop_floor(self, remote: str) -> float:
+        """What any resync that trusts nothing it did not look at costs here: an exec into
+        the pod, and a stat of every path there (timed inside the pod, in Python as the
+        agent is, with nothing else done per path)."""
+        started = time.perf_counter()
+        subprocess.run([*self.exec_prefix, "true"], check=True, capture_output=True)
+        exec_s = time.perf_counter() - started
+        walk = (
+            "import os,sys,time\n"
+            "def walk(d):\n"
+            " with os.scandir(d) as it:\n"
+            "  for e in it:\n"
+            "   e.stat(follow_symlinks=False)\n"
+            "   if e.is_dir(follow_symlinks=False): walk(e.path)\n"
+            "t=time.perf_counter(); walk(sys.argv[1]); print(time.perf_counter()-t)\n"
+        )
+        return exec_s + float(self.pod_shell_argv(["python3", "-c", walk, remote]))
+
+    def pod_shell_argv(self, argv: list[str]) -> str:
+        done = subprocess.run([*self.exec_prefix, *argv], capture_output=True, text=True, check=True)
+        return done.stdout.strip()
+
     def stream_only(self, local: Path) -> float:
         """The same bytes through the same exec stream, written nowhere: what any sync
         over kubectl exec costs before it creates a single file."""
@@ -221,8 +247,7 @@ class Bench:
         return time.perf_counter() - started
 
     def pod_shell(self, script: str) -> str:
-        done = subprocess.run([*self.exec_prefix, "sh", "-c", script], capture_output=True, text=True, check=True)
-        return done.stdout.strip()
+        return self.pod_shell_argv(["sh", "-c", script])
 
 
 def main() -> None:
