@@ -526,3 +526,20 @@ def test_queued_pieces_reach_the_pipe_whole_and_in_order() -> None:
     reader.join(30)
     os.close(reader_fd)
     assert received == b"".join(parts)
+
+
+def test_the_sync_pipes_hold_a_whole_chunk_and_other_fds_are_left_alone(tmp_path: Path) -> None:
+    import fcntl
+    import sys
+
+    from pypod.agent.frames import PIPE_BYTES, widen_pipe
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("pipe sizes are Linux's")
+    reader_fd, writer_fd = os.pipe()
+    widen_pipe(writer_fd)
+    assert fcntl.fcntl(reader_fd, getattr(fcntl, "F_GETPIPE_SZ", 1032)) == PIPE_BYTES
+    with open(tmp_path / "file", "wb") as handle:
+        widen_pipe(handle.fileno())  # not a pipe: nothing happens, nothing is raised
+    os.close(reader_fd)
+    os.close(writer_fd)

@@ -6,6 +6,7 @@ Standard library only; runs on Python >= 3.8.
 
 import json
 import struct
+import sys
 
 HEADER = struct.Struct(">cI")
 META = struct.Struct(">I")
@@ -58,10 +59,13 @@ class FrameReader:
 def widen_pipe(fd):
     """Let the pipe hold PIPE_BYTES, not 64 KiB: the writer runs ahead while this side
     writes files, and each read takes up to that much. A socket or a pipe that
-    cannot grow keeps its size."""
+    cannot grow keeps its size, and so does any pipe off Linux."""
+    if not sys.platform.startswith("linux"):
+        return
     try:
         import fcntl
 
+        # Python < 3.10 does not name it; 1031 is Linux's F_SETPIPE_SZ.
         fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
     except (ImportError, OSError):
         pass
