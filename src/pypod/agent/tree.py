@@ -217,15 +217,21 @@ class Tree:
             return LINK + os.readlink(full)
         if not stat.S_ISREG(mode):
             return None
-        key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         cached = self.cache.get(rel)
-        if cached is not None and cached[:4] == key:
+        # Field by field, no key list built: a resync's 10,000 unchanged files all come here.
+        if (
+            cached is not None
+            and cached[1] == st.st_mtime_ns
+            and cached[2] == st.st_ctime_ns
+            and cached[0] == st.st_size
+            and cached[3] == st.st_ino
+        ):
             return cached[4]
         try:
             version = self._hash(rel, full, mode, st.st_size)
         except PermissionError:
             return UNREADABLE
-        self.cache[rel] = [*key, version]
+        self.cache[rel] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, version]
         return version
 
     def _hash(self, rel, full, mode, size):
@@ -305,7 +311,6 @@ class Tree:
             except OSError:
                 continue
             excluded = self.excludes.excluded_entry
-            cache = self.cache
             listed = {} if on_listed is not None else found
             with entries:
                 for entry in entries:
@@ -316,19 +321,7 @@ class Tree:
                         is_dir = stat.S_ISDIR(st.st_mode)
                         if excluded(rel, name, is_dir):
                             continue
-                        # _version's cache hit, inline: most of a resync's 10,000 files take it.
-                        cached = cache.get(rel)
-                        if (
-                            cached is not None
-                            and cached[1] == st.st_mtime_ns
-                            and cached[2] == st.st_ctime_ns
-                            and cached[0] == st.st_size
-                            and cached[3] == st.st_ino
-                            and stat.S_ISREG(st.st_mode)
-                        ):
-                            version = cached[4]
-                        else:
-                            version = self._version(rel, entry.path, st)
+                        version = self._version(rel, entry.path, st)
                     except OSError:
                         continue  # vanished while we looked: its event will follow
                     if version is None:
