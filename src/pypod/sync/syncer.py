@@ -283,7 +283,7 @@ class Syncer:
         by_version: dict[str, str] = {}
 
         def listed(entries: dict[str, str]) -> None:
-            nonlocal indexed, found, by_version
+            nonlocal indexed, by_version
             if indexed:
                 self._upload_new(entries, by_version)
                 return
@@ -330,8 +330,7 @@ class Syncer:
             parent = path.rpartition("/")[0]
             if parent and remote.get(parent) != DIR and not (parent in self.pending and self.local.get(parent) == DIR):
                 continue
-            if self.health.detail != "sending":
-                self.set_state("syncing", "sending")
+            self.set_state("syncing", "sending")  # a no-op once it says so
             self.local[path] = version  # as the scan records it when it ends
             self._upload(path, by_version)
 
