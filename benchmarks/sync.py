@@ -4,8 +4,10 @@
   p50 < 100 ms, p99 < 300 ms). Pod and laptop share one kernel clock here, so a
   helper in the pod timestamps what it sees and what it writes.
 - initial sync of 10,000 files / 100 MB into an empty pod folder (goal < 3 s);
-- resync with nothing changed, from a new process and a new agent (goal < 0.25 s), beside
-  its floor here: one exec into the pod plus one stat of every path in it;
+- resync with nothing changed, from a new connection as after a broken link (goal < 0.25 s):
+  the pod's agent stays behind after its connection, as pypod's does, and answers from
+  what it kept; beside it the same with a new agent and nothing kept, and that one's
+  floor here: one exec into the pod plus one stat of every path in it;
 - the anchor: `kubectl cp` of the same tree, in the same run (goal: pypod's first
   sync at least 1.5x as fast);
 - the first sync of a new pod whose folder already holds the tree (as an image with
@@ -37,11 +39,13 @@ sys.path.insert(0, str(REPO))
 from harness import cluster as harness_cluster  # noqa: E402
 from harness.layout import Layout  # noqa: E402
 from pypod import agent  # noqa: E402
+from pypod.settings import resolve  # noqa: E402
 from pypod.sync.excludes import sync_excludes  # noqa: E402
 from pypod.sync.link import AgentLink  # noqa: E402
 from pypod.sync.syncer import Syncer  # noqa: E402
 
 REMOTE = "/srv/bench"
+KEEP_ALIVE_S = resolve({}, {}, {}).keep_alive  # how long pypod's pod agent stays
 
 # Runs in the pod: "watch PATH TEXT" prints the time TEXT is first read at PATH;
 # "write PATH TEXT" writes it (as an editor would) and prints the time it closed.
@@ -92,20 +96,32 @@ class Bench:
         self.pod = pod
         self.namespace = namespace
 
-    def connect(self, inbox):  # type: ignore[no-untyped-def]
-        argv, preamble = agent.stdin_command("python3", "sync")
-        return AgentLink([*self.exec_prefix, *argv], preamble, inbox)
-
-    def syncer(self, local: Path, remote: str, state: Path) -> tuple[Syncer, threading.Thread]:
-        # As pypod runs it: the local stat cache kept per folder, shared by every pod.
+    def syncer(self, local: Path, remote: str, state: Path, linger: bool = True) -> tuple[Syncer, threading.Thread]:
+        # As pypod runs it: the local stat cache kept per folder, shared by every pod, and
+        # an agent that stays for the next connection (linger=False: one that does not).
         cache = local.parent / (local.name + ".cache.json")
         excludes = sync_excludes(local)
-        syncer = Syncer(local, remote, self.connect, excludes, state_file=state, cache_file=cache, report=print)
+        if linger:
+            argv, preamble = agent.sync_command("python3", remote, excludes, KEEP_ALIVE_S)
+        else:
+            argv, preamble = agent.stdin_command("python3", "sync")
+        command = [*self.exec_prefix, *argv]
+        syncer = Syncer(
+            local,
+            remote,
+            lambda inbox: AgentLink(command, preamble, inbox),
+            excludes,
+            state_file=state,
+            cache_file=cache,
+            report=print,
+        )
         thread = threading.Thread(target=syncer.run, daemon=True)
         return syncer, thread
 
-    def timed_first_sync(self, local: Path, remote: str, state: Path) -> tuple[float, Syncer, threading.Thread]:
-        syncer, thread = self.syncer(local, remote, state)
+    def timed_first_sync(
+        self, local: Path, remote: str, state: Path, linger: bool = True
+    ) -> tuple[float, Syncer, threading.Thread]:
+        syncer, thread = self.syncer(local, remote, state, linger)
         started = time.perf_counter()
         thread.start()
         if not syncer.first_sync.wait(600):
@@ -186,14 +202,20 @@ class Bench:
             raise SystemExit(f"initial sync left {count} files in the pod, expected {files}")
         bench("initial_sync_10k_s", seconds, "s")
         initial = seconds
-        # A new process and a new agent: nothing changed, so nothing is sent.
+        # A new connection, as after a broken link: nothing changed, so nothing is sent.
+        # The first sync's agent stayed behind in the pod, and answers from what it kept.
         seconds, syncer, thread = self.timed_first_sync(local, remote, state)
         syncer.stop()
         thread.join(30)
         bench("resync_noop_s", seconds, "s")
+        # The same with no agent left in the pod (one that did not stay): it stats every path.
+        fresh, syncer, thread = self.timed_first_sync(local, remote, state, linger=False)
+        syncer.stop()
+        thread.join(30)
+        bench("resync_noop_new_agent_s", fresh, "s")
         floor = self.noop_floor(remote)
         bench("resync_noop_floor_s", floor, "s (one `kubectl exec POD -- true` plus one lstat of every pod path)")
-        bench("resync_noop_vs_floor", seconds / floor, "ratio")
+        bench("resync_noop_new_agent_vs_floor", fresh / floor, "ratio")
         os.sync()
         started = time.perf_counter()
         subprocess.run(

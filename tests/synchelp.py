@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import glob
+import os
+import shutil
 import sys
 import threading
 import time
@@ -59,6 +62,13 @@ def scan_after_the_index(syncer: Syncer) -> list[int]:
 
     syncer.tree.refresh = after_the_index  # type: ignore[method-assign]
     return in_flight
+
+
+def oldest_python() -> str | None:
+    """The agent promises Python 3.8; pyenv keeps one on these machines."""
+    candidates = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.8*/bin/python3.8")))
+    found = candidates[0] if candidates else shutil.which("python3.8")
+    return found
 
 
 class RunningSync:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pypod.agent import stdin_command
+from pypod.agent import sync_command
 from pypod.agent.tree import Excludes
 from pypod.errors import UsageError
 from pypod.project import Project
@@ -22,7 +22,9 @@ def test_built_in_the_background_as_in_the_foreground(tmp_path: Path) -> None:
     prep = SyncPrep(project, settings).wait()
     assert prep.excludes == sync_excludes(tmp_path, ("data/",))
     assert any("log" in rule[1] for rule in prep.excludes["rules"])
-    assert (prep.agent_argv, prep.preamble) == stdin_command(AGENT_PYTHON, "sync")
+    expected = sync_command(AGENT_PYTHON, settings.workdir, prep.excludes, settings.keep_alive)
+    assert (prep.agent_argv, prep.preamble) == expected
+    assert prep.agent_argv[-4:-1] == ["sync", "--linger", str(int(settings.keep_alive))]
     inline = SyncPrep(project, settings, background=False)
     assert (inline.excludes, inline.agent_argv) == (prep.excludes, prep.agent_argv)
 

@@ -12,7 +12,7 @@ import pytest
 
 from pypod.agent.tree import Excludes, Tree, UnsafePathError
 from pypod.sync.excludes import compile_excludes
-from tests.synchelp import RunningSync, local_agent, scan_after_the_index, wait_until
+from tests.synchelp import RunningSync, local_agent, oldest_python, scan_after_the_index, wait_until
 
 
 @pytest.fixture
@@ -214,16 +214,6 @@ def test_resume_after_a_killed_stream_sends_nothing_unchanged(sides: tuple[Path,
         sync.quiet()
     assert {p.name: p.stat().st_mtime_ns for p in remote.iterdir() if p.name != "m1.py"} == stats
     assert any("reconnecting" in m for m in sync.messages)
-
-
-def oldest_python() -> str | None:
-    """The agent promises Python 3.8; pyenv keeps one on these machines."""
-    import glob
-    import shutil
-
-    candidates = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.8*/bin/python3.8")))
-    found = candidates[0] if candidates else shutil.which("python3.8")
-    return found
 
 
 def test_the_agent_runs_on_python_3_8_and_can_poll_without_inotify(sides: tuple[Path, Path]) -> None:

@@ -14,9 +14,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import zipfile
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 AGENT_ENV = "PYPOD_AGENT"
 ATTACH_ENTRYPOINT = "/tmp/pypod/attach"
@@ -28,6 +30,7 @@ MODULES = (
     "fetch",
     "frames",
     "gpus",
+    "handoff",
     "main",
     "mounts",
     "podvars",
@@ -111,6 +114,15 @@ def host_command(python: str, keep_alive: float, detach: bool, repl: list[str] |
     if detach:
         command.append("--detach")
     return [*command, "--", *(repl or ["auto"])]
+
+
+def sync_command(python: str, root: str, excludes: dict[str, Any], linger_s: float) -> tuple[list[str], bytes]:
+    """The exec command of a sync agent for `root` that, once its connection ends, keeps
+    its index and watches for `linger_s` seconds for the next connection with the same
+    root and excludes (handoff.py), and the bytes to send first."""
+    spec = json.dumps([root, excludes], sort_keys=True).encode("utf-8", "surrogateescape")
+    key = hashlib.sha1(spec).hexdigest()[:20]
+    return stdin_command(python, "sync", "--linger", str(int(linger_s)), key)
 
 
 def stdin_command(python: str, role: str, *args: str) -> tuple[list[str], bytes]:

@@ -1,8 +1,9 @@
 """The agent's entry point inside the pod: ``agent.pyz ROLE ...``.
 
 Roles: ``host`` and ``attach`` (the interactive session, session.py), ``sync``
-(one side of the live folder sync, syncd.py), ``info`` (what this pod has, resources.py)
-and ``data`` (downloads onto a volume and their states, fetch.py).
+(one side of the live folder sync, syncd.py, kept between connections by handoff.py),
+``info`` (what this pod has, resources.py) and ``data`` (downloads onto a volume and
+their states, fetch.py).
 """
 
 import sys
@@ -20,9 +21,7 @@ def main(argv):
 
         return attach()
     if role == "sync":
-        from .syncd import serve
-
-        return serve()
+        return sync_main(archive, rest)
     if role == "info":
         from .resources import main as info_main
 
@@ -32,7 +31,28 @@ def main(argv):
 
         return data_main(rest)
     sys.stderr.write(
-        "usage: agent.pyz host [--keep-alive S] [--detach] -- COMMAND... | attach | sync"
+        "usage: agent.pyz host [--keep-alive S] [--detach] -- COMMAND... | attach | sync [--linger S KEY]"
         " | info [--json|--export|--banner] | data fetch PLAN | data states DEST | data ls PATH\n"
     )
     return 2
+
+
+def sync_main(archive, rest):
+    """``sync [--linger SECONDS KEY]``: serve the sync on stdin and stdout. With --linger,
+    first offer them to a copy of this agent kept for KEY (handoff.py), and leave one
+    behind afterwards."""
+    linger = None
+    if rest[:1] == ["--linger"] and len(rest) == 3:
+        from .handoff import hand_over, socket_path
+
+        path = socket_path(archive, rest[2])
+        if path is not None:
+            if hand_over(path):
+                return 0
+            linger = (path, float(rest[1]))
+    elif rest:
+        sys.stderr.write("pypod-agent: usage: sync [--linger SECONDS KEY]\n")
+        return 2
+    from .syncd import serve
+
+    return serve(linger=linger)

@@ -26,6 +26,7 @@ import select
 import sys
 import time
 
+from . import handoff
 from .frames import FrameReader, meta_frame, split_meta, widen_pipe
 from .tmpdir import agent_dir
 from .tree import (
@@ -44,6 +45,7 @@ from .watcher import RESCAN, PollingWatcher, make_watcher
 BYTES_CHANGED = "bytes did not match"
 SETTLE_S = 0.005  # wait this long for more events before reporting a burst
 MAX_SETTLE_S = 0.05
+MAX_PENDING = 100_000
 BUSY_SETTLE_S = 0.5  # while pypod's operations stream in, report at most this often
 
 
@@ -71,6 +73,8 @@ class SyncAgent:
         self.rejected = []
         self.outbox = bytearray()
         self.saved_cache = None
+        self.watcher_kind = ""
+        self.pending = set()  # paths the watcher named, not yet re-examined
 
     # -- output -----------------------------------------------------------------
     def emit(self, data):
@@ -135,6 +139,12 @@ class SyncAgent:
 
     def hello(self, meta):
         root = os.path.abspath(meta["root"])
+        if self.tree is not None:  # a lingering copy (handoff.py), handed a new connection
+            if self._kept_fits(root, meta):
+                self._answer_from_kept(meta)
+                return
+            self.watcher.close()  # kept for another root or other excludes: start afresh
+            self.tree, self.watcher, self.pending = None, None, set()
         if meta.get("create"):
             os.makedirs(root, exist_ok=True)
         cache = {}
@@ -143,15 +153,44 @@ class SyncAgent:
         self.saved_cache = dict(cache)
         self.tree = Tree(root, Excludes(meta["excludes"]), cache)
         # Each directory is watched, then listed: an edit during the scan is reported, not missed.
-        self.watcher, how = make_watcher(self.tree.root, self.tree.excludes, meta.get("inotify", True), False)
+        self.watcher, self.watcher_kind = make_watcher(
+            self.tree.root, self.tree.excludes, meta.get("inotify", True), False
+        )
         try:
             self.known = self.tree.scan(before_listing=getattr(self.watcher, "watch", None))
         except OSError as exc:  # e.g. out of inotify watches (fs.inotify.max_user_watches)
             self.watcher.close()
-            self.watcher, how = PollingWatcher(), "polling (inotify: %s)" % exc
+            self.watcher = PollingWatcher()
+            self.watcher_kind = "polling (inotify: %s)" % exc
             self.known = self.tree.scan()
         self.tree.on_linked = self.watcher.expect
-        answer = {"watcher": how, "python": sys.version.split()[0]}
+        self._answer(meta, {})
+
+    def _kept_fits(self, root, meta):
+        """Whether what this copy kept answers `meta`: the same root and excludes, and
+        inotify still watching the root (so nothing changed there unseen)."""
+        watcher = self.watcher
+        return (
+            root == self.tree.root
+            and meta["excludes"] == self.tree.excludes.spec
+            and meta.get("inotify", True)
+            and watcher.fileno() is not None
+            and watcher.wds.get("") is not None
+        )
+
+    def _answer_from_kept(self, meta):
+        """The index as a fresh scan would find it: what was kept, with every path the
+        watches saw change since re-examined."""
+        self.tree.new_batch()
+        self.note(self.watcher.read())
+        if self.pending:
+            changed, self.pending = self.pending, set()
+            self.tree.refresh(changed, self.known)
+        self._answer(meta, {"kept": True, "watcher": self.watcher_kind + " (kept)"})
+
+    def _answer(self, meta, answer):
+        answer.setdefault("watcher", self.watcher_kind)
+        answer["python"] = sys.version.split()[0]
         if meta.get("expect") and index_digest(self.known) == meta["expect"]:
             answer["same"] = True  # as pypod expects: no need to send 10,000 entries back
         else:
@@ -159,6 +198,12 @@ class SyncAgent:
         self.send(b"I", answer)
         self.drain()  # the index leaves now: pypod waits for it, not for the cache below
         self.save_cache()
+
+    def note(self, paths):
+        """Paths to re-examine before the next report; past MAX_PENDING, the whole tree."""
+        self.pending |= paths
+        if len(self.pending) > MAX_PENDING:
+            self.pending = {RESCAN}
 
     def save_cache(self):
         if self.tree is None:
@@ -277,6 +322,60 @@ class SyncAgent:
             else:
                 self.send(b"F", {"path": path, "version": UNREADABLE, "size": 0, "more": False})
 
+    # -- connections ----------------------------------------------------------------
+    def run_session(self, in_fd):
+        """Serve one connection until its stdin closes; 0, or 1 after a fatal error."""
+        return _Session(self, in_fd).run()
+
+    def linger(self, path, seconds):
+        """Leave a copy of this agent listening at `path` for `seconds` after each of its
+        connections (see handoff.py); return at once in this process. Only with inotify:
+        a polling agent would have to rescan everything anyway."""
+        if self.tree is None or self.watcher.fileno() is None:
+            return
+        listener = handoff.Listener.bind(path)
+        if listener is None:
+            return  # another copy keeps this folder already
+        if os.fork():
+            listener.sock.close()  # the copy's now; the name stays until it goes
+            return
+        try:
+            handoff.leave_the_exec()
+            while listener is not None:
+                taken = self._wait_for_connection(listener, seconds)
+                listener.close()  # one connection at a time
+                if taken is None:
+                    break
+                conn, in_fd, out_fd = taken
+                self.out_fd = out_fd
+                try:
+                    code = self.run_session(in_fd)
+                finally:
+                    os.close(in_fd)
+                    os.close(out_fd)
+                    conn.close()  # after the streams: the exec that handed them over ends now
+                listener = handoff.Listener.bind(path) if code == 0 else None
+        finally:
+            os._exit(0)
+
+    def _wait_for_connection(self, listener, seconds):
+        """The next connection handed over, noting what the watches see meanwhile; None
+        after `seconds` without one, or once the root is no longer watched."""
+        deadline = time.monotonic() + seconds
+        watch_fd = self.watcher.fileno()
+        while self.watcher.wds.get("") is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            readable, _, _ = select.select([listener.fileno(), watch_fd], [], [], left)
+            if watch_fd in readable:
+                self.note(self.watcher.read())
+            if listener.fileno() in readable:
+                taken = listener.take()
+                if taken is not None:
+                    return taken
+        return None
+
     # -- events -------------------------------------------------------------------
     def report(self, paths):
         self.tree.new_batch()
@@ -285,66 +384,89 @@ class SyncAgent:
             self.send(b"E", {"changes": changes})
 
 
-def serve(in_fd=0, out_fd=1):
-    """Run until stdin closes (pypod went away or the stream broke)."""
+def serve(in_fd=0, out_fd=1, linger=None):
+    """Run until stdin closes (pypod went away or the stream broke). With `linger`
+    ((socket path, seconds)), then leave a copy behind for the next connection."""
     agent = SyncAgent(out_fd)
-    widen_pipe(in_fd)
-    widen_pipe(out_fd)
-    reader = FrameReader()
-    pending = set()
-    first_pending = last_event = 0.0
-    next_poll = 0.0
-    try:
-        while True:
-            watcher = agent.watcher
-            watch_fd = watcher.fileno() if watcher is not None else None
-            now = time.monotonic()
-            timeout = 5.0
-            if pending:
-                timeout = max(0.0, min(last_event + SETTLE_S, first_pending + MAX_SETTLE_S) - now)
-            elif watcher is not None and watch_fd is None:
-                timeout = max(0.0, next_poll - now)
-            readable, _, _ = select.select([in_fd] + ([watch_fd] if watch_fd is not None else []), [], [], timeout)
-            busy = in_fd in readable
-            if busy:
-                data = os.read(in_fd, CHUNK + 4096)
-                if not data:
-                    return 0
-                if agent.tree is not None:
-                    agent.tree.new_batch()
-                for kind, payload in reader.feed(data):
-                    meta, body = split_meta(payload) if payload else ({}, b"")
-                    agent.handle(kind, meta, body)
-            now = time.monotonic()
-            if watcher is not None:
-                fresh = set()
-                if watch_fd is not None and watch_fd in readable:
-                    fresh = watcher.read()
-                elif watch_fd is None and now >= next_poll:
-                    fresh = {RESCAN}
-                    next_poll = now + watcher.interval
-                if fresh:
-                    first_pending = first_pending if pending else now
-                    last_event = now
-                    pending |= fresh
-                # Mostly the echo of our own writes while pypod streams: each report
-                # re-examines what it names, so fewer, larger ones cost less.
-                settled = now - last_event >= SETTLE_S or now - first_pending >= MAX_SETTLE_S
-                if busy and now - first_pending < BUSY_SETTLE_S:
-                    settled = False
-                if pending and (settled or watch_fd is None):
-                    paths, pending = pending, set()
-                    agent.report(paths)
-            agent.drain()
-    except (BrokenPipeError, ConnectionResetError):
-        return 0
-    except Exception as exc:  # reported to pypod, which shows it
-        with contextlib.suppress(OSError):
-            agent.outbox = bytearray()
-            agent.send(b"N", {"fatal": True, "message": "sync agent failed: %s: %s" % (type(exc).__name__, exc)})
-            agent.drain()
-        return 1
-    finally:
-        if agent.receiving is not None and agent.receiving.incoming is not None:
-            agent.receiving.incoming.abort()
-        agent.save_cache()
+    code = agent.run_session(in_fd)
+    if linger is not None and code == 0:
+        agent.linger(*linger)
+    return code
+
+
+class _Session:
+    """The serving loop of one connection: frames in, watcher events, results out."""
+
+    def __init__(self, agent, in_fd):
+        self.agent, self.in_fd = agent, in_fd
+        self.reader = FrameReader()
+        self.first_pending = self.last_event = self.next_poll = 0.0
+
+    def run(self):
+        agent, in_fd = self.agent, self.in_fd
+        widen_pipe(in_fd)
+        widen_pipe(agent.out_fd)
+        if agent.pending:
+            self.first_pending = self.last_event = time.monotonic()
+        try:
+            while self.turn():
+                pass
+            return 0
+        except (BrokenPipeError, ConnectionResetError):
+            return 0
+        except Exception as exc:  # reported to pypod, which shows it
+            with contextlib.suppress(OSError):
+                agent.outbox = bytearray()
+                agent.send(b"N", {"fatal": True, "message": "sync agent failed: %s: %s" % (type(exc).__name__, exc)})
+                agent.drain()
+            return 1
+        finally:
+            if agent.receiving is not None and agent.receiving.incoming is not None:
+                agent.receiving.incoming.abort()
+            agent.receiving = None
+            agent.save_cache()
+
+    def turn(self):
+        """One wait and what it brought; False once stdin has closed."""
+        agent, in_fd = self.agent, self.in_fd
+        watcher = agent.watcher
+        watch_fd = watcher.fileno() if watcher is not None else None
+        now = time.monotonic()
+        timeout = 5.0
+        if agent.pending:
+            timeout = max(0.0, min(self.last_event + SETTLE_S, self.first_pending + MAX_SETTLE_S) - now)
+        elif watcher is not None and watch_fd is None:
+            timeout = max(0.0, self.next_poll - now)
+        readable, _, _ = select.select([in_fd] + ([watch_fd] if watch_fd is not None else []), [], [], timeout)
+        busy = in_fd in readable
+        if busy:
+            data = os.read(in_fd, CHUNK + 4096)
+            if not data:
+                return False
+            if agent.tree is not None:
+                agent.tree.new_batch()
+            for kind, payload in self.reader.feed(data):
+                meta, body = split_meta(payload) if payload else ({}, b"")
+                agent.handle(kind, meta, body)
+        now = time.monotonic()
+        if watcher is not None:
+            fresh = set()
+            if watch_fd is not None and watch_fd in readable:
+                fresh = watcher.read()
+            elif watch_fd is None and now >= self.next_poll:
+                fresh = {RESCAN}
+                self.next_poll = now + watcher.interval
+            if fresh:
+                self.first_pending = self.first_pending if agent.pending else now
+                self.last_event = now
+                agent.note(fresh)
+            # Mostly the echo of our own writes while pypod streams: each report
+            # re-examines what it names, so fewer, larger ones cost less.
+            settled = now - self.last_event >= SETTLE_S or now - self.first_pending >= MAX_SETTLE_S
+            if busy and now - self.first_pending < BUSY_SETTLE_S:
+                settled = False
+            if agent.pending and (settled or watch_fd is None):
+                paths, agent.pending = agent.pending, set()
+                agent.report(paths)
+        agent.drain()
+        return True

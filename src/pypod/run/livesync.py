@@ -108,12 +108,15 @@ class SyncPrep:
 
     def _build(self, project: Project, settings: Settings) -> None:
         try:
-            from ..agent import stdin_command
+            from ..agent import sync_command
             from ..sync import link, syncer  # noqa: F401  (imported here for their import time)
             from ..sync.excludes import sync_excludes
 
-            self.agent_argv, self.preamble = stdin_command(AGENT_PYTHON, "sync")
             self.excludes = sync_excludes(project.root, (*settings.sync_exclude, *own_files_under(project.root)))
+            # The pod's agent outlives a broken link as long as the REPL does (--keep-alive):
+            # a reconnect then finds the index kept, not a folder to stat path by path.
+            linger = settings.keep_alive
+            self.agent_argv, self.preamble = sync_command(AGENT_PYTHON, settings.workdir, self.excludes, linger)
         except BaseException as exc:  # raised again where the sync starts, in the main thread
             self._error = exc
         finally:

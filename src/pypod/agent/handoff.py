@@ -1,0 +1,134 @@
+"""A sync agent that outlives its connection, and the next exec that hands it the new
+one. Standard library only; Python >= 3.8; Linux (SCM_RIGHTS, SO_PEERCRED).
+
+When pypod's link to the pod ends or breaks, the agent that served it leaves a copy of
+itself behind for a while, with its index and its inotify watches, listening on a socket
+named by its version and by what it syncs. The next ``sync`` exec with that name gives
+its own stdin and stdout to the copy over the socket, and waits until the copy is done
+with them. The copy answers the hello from what it kept, re-examining only what its
+watches saw change meanwhile, instead of a stat of every path in the folder. Whatever
+does not fit (no copy, a busy one, another root or other excludes) gets a fresh agent.
+"""
+
+import array
+import contextlib
+import errno
+import os
+import socket
+import struct
+
+TAKEN = b"+"  # the copy holds the exec's stdin and stdout now
+UCRED = struct.Struct("i2I")  # struct ucred: pid, uid, gid
+
+
+def socket_path(agent_path, key):
+    """Where the copy of this agent version (`agent_path`, its unpacked directory) for
+    `key` listens; None if this agent has no versioned directory of its own."""
+    if not os.path.isdir(agent_path) or not key.isalnum():
+        return None
+    return os.path.join(agent_path, "sync-%s.sock" % key)
+
+
+def hand_over(path, in_fd=0, out_fd=1):
+    """Give this exec's stdin and stdout to the copy listening at `path`, and wait for it
+    to finish with them. False, with nothing read from stdin, if there is none to take them."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+        sock.sendmsg([b"S"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [in_fd, out_fd]))])
+        if sock.recv(1) != TAKEN:
+            return False
+        while sock.recv(4096):  # closed when the copy has closed its own copies of both
+            pass
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+class Listener:
+    """The socket a lingering agent waits on; one connection is taken at a time."""
+
+    def __init__(self, sock, path):
+        self.sock, self.path = sock, path
+
+    @classmethod
+    def bind(cls, path):
+        """Listen at `path`, or None if another copy listens there (or this system cannot)."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_mask = os.umask(0o077)  # the socket is this user's alone from the start
+        try:
+            try:
+                sock.bind(path)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or _someone_listens(path):
+                    raise
+                os.unlink(path)  # left by a copy that was killed
+                sock.bind(path)
+            sock.listen(4)
+        except OSError:
+            sock.close()
+            return None
+        finally:
+            os.umask(old_mask)
+        return cls(sock, path)
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def take(self):
+        """Accept one connection: (connection, stdin fd, stdout fd) of the exec behind
+        it, or None (a probe, another user, or no descriptors sent)."""
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return None
+        try:
+            conn.settimeout(5)
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, UCRED.size)
+            _pid, uid, _gid = UCRED.unpack(creds)
+            fds = array.array("i")
+            _data, ancillary, _flags, _addr = conn.recvmsg(1, socket.CMSG_LEN(2 * fds.itemsize))
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+            if uid != os.getuid() or len(fds) != 2:
+                for fd in fds:
+                    os.close(fd)
+                conn.close()
+                return None
+            conn.sendall(TAKEN)
+            conn.settimeout(None)
+            return conn, fds[0], fds[1]
+        except OSError:
+            conn.close()
+            return None
+
+    def close(self):
+        """Stop listening; the name is free for the next copy."""
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        self.sock.close()
+
+
+def _someone_listens(path):
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)  # the copy sees a connection that sends nothing, and goes on
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def leave_the_exec():
+    """In the copy, just forked: let go of the exec's streams, so it ends as its process
+    does, and of its session, so its end does not signal the copy."""
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    if null > 2:
+        os.close(null)

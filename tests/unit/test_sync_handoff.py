@@ -1,0 +1,192 @@
+"""The sync agent that stays after its connection (agent/handoff.py), run as real local
+processes: what it answers the next connection, and when it goes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pypod import agent
+from pypod.agent.frames import FrameReader, meta_frame, split_meta
+from pypod.agent.tree import index_digest
+from pypod.sync.excludes import compile_excludes
+from pypod.sync.link import AgentLink
+from tests.synchelp import RunningSync, oldest_python, wait_until
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the agent stays only on Linux")
+
+KEY = "k1"
+
+
+class Pod:
+    """A folder synced by local agents that keep their files under their own temp dir."""
+
+    def __init__(self, tmp_path: Path, python: str = sys.executable) -> None:
+        self.python = python
+        self.root = tmp_path / "pod"
+        self.root.mkdir()
+        self.env = dict(os.environ, TMPDIR=str(tmp_path / "tmp"))
+        Path(self.env["TMPDIR"]).mkdir()
+
+    def argv(self, linger: float | None, key: str = KEY) -> tuple[list[str], bytes]:
+        args = ("--linger", str(linger), key) if linger is not None else ()
+        return agent.stdin_command(self.python, "sync", *args)
+
+    def hello(self, linger: float | None = 30, excludes: Any = None, expect: str | None = None, key: str = KEY) -> dict:
+        """One connection: the hello's answer; the exec has ended when this returns."""
+        argv, preamble = self.argv(linger, key)
+        meta = {"root": str(self.root), "excludes": excludes or compile_excludes([])}
+        if expect:
+            meta["expect"] = expect
+        hello = preamble + meta_frame(b"H", meta)
+        done = subprocess.run(argv, input=hello, capture_output=True, timeout=30, env=self.env)
+        assert done.returncode == 0, done.stderr
+        return next(split_meta(payload)[0] for kind, payload in FrameReader().feed(done.stdout) if kind == b"I")
+
+    def sockets(self) -> list[Path]:
+        return sorted(Path(self.env["TMPDIR"]).glob("pypod/agent-*/sync-*.sock"))
+
+    def connect(self, linger: float | None = 30):  # type: ignore[no-untyped-def]
+        """A Syncer's connect that runs these agents (as pypod runs its pod's)."""
+        argv, preamble = self.argv(linger)
+        links: list[AgentLink] = []
+
+        def connect(inbox):  # type: ignore[no-untyped-def]
+            links.append(AgentLink(["env", f"TMPDIR={self.env['TMPDIR']}", *argv], preamble, inbox))
+            return links[-1]
+
+        connect.links = links  # type: ignore[attr-defined]
+        return connect
+
+
+@pytest.fixture(params=["this", "3.8"])
+def pod(tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """Agents run by this Python, and by the oldest the agent promises (3.8)."""
+    python = sys.executable if request.param == "this" else oldest_python()
+    if python is None:
+        pytest.skip("no Python 3.8 on this machine to run the agent with")
+    pod = Pod(tmp_path, python)
+    yield pod
+    shutil.rmtree(pod.root, ignore_errors=True)  # a kept agent goes with its folder
+    wait_until(lambda: not pod.sockets(), what="kept agents to go")
+
+
+def test_a_kept_agent_answers_as_a_fresh_scan_would(pod: Pod) -> None:
+    (pod.root / "pkg").mkdir()
+    for i in range(20):
+        (pod.root / "pkg" / f"m{i}.py").write_text(f"x = {i}\n")
+    (pod.root / "old").mkdir()
+    (pod.root / "old" / "a.txt").write_text("a\n")
+    first = pod.hello()
+    assert "kept" not in first and len(first["entries"]) == 23
+    assert len(pod.sockets()) == 1
+    # While nobody is connected: edits, deletes, a directory renamed, new trees, a mode.
+    (pod.root / "pkg" / "m1.py").write_text("x = 'changed'\n")
+    (pod.root / "pkg" / "m2.py").unlink()
+    (pod.root / "old").rename(pod.root / "renamed")
+    (pod.root / "new" / "deep").mkdir(parents=True)
+    (pod.root / "new" / "deep" / "b.txt").write_text("b\n")
+    (pod.root / "pkg" / "m3.py").chmod(0o755)
+    kept = pod.hello()
+    assert kept.get("kept") is True
+    fresh = pod.hello(linger=None)
+    assert "kept" not in fresh
+    assert kept["entries"] == fresh["entries"]
+    assert "renamed/a.txt" in kept["entries"] and "old" not in kept["entries"]
+    assert kept["entries"]["pkg/m3.py"].startswith("x")
+    # Matching what pypod expects, it says so, and only that.
+    same = pod.hello(expect=index_digest(fresh["entries"]))
+    assert same.get("kept") is True and same.get("same") is True and "entries" not in same
+    assert len(pod.sockets()) == 1
+
+
+def test_other_excludes_get_a_new_scan_from_the_kept_agent(pod: Pod) -> None:
+    (pod.root / "a.py").write_text("a\n")
+    (pod.root / "data.csv").write_text("1,2\n")
+    pod.hello()
+    other = pod.hello(excludes=compile_excludes(["*.csv"]))
+    assert "kept" not in other and sorted(other["entries"]) == ["a.py"]
+    (pod.root / "b.csv").write_text("3\n")
+    (pod.root / "b.py").write_text("b\n")
+    again = pod.hello(excludes=compile_excludes(["*.csv"]))
+    assert again.get("kept") is True and sorted(again["entries"]) == ["a.py", "b.py"]
+
+
+def test_a_probe_or_a_connection_without_streams_leaves_the_kept_agent_be(pod: Pod) -> None:
+    (pod.root / "a.py").write_text("a\n")
+    pod.hello()
+    [path] = pod.sockets()
+    for _ in range(2):
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.connect(str(path))
+        probe.sendall(b"S")  # no descriptors with it
+        assert probe.recv(1) == b""  # refused
+        probe.close()
+    assert pod.hello().get("kept") is True
+
+
+def test_the_kept_agent_goes_when_its_time_is_up(pod: Pod) -> None:
+    (pod.root / "a.py").write_text("a\n")
+    pod.hello(linger=0.5)
+    assert len(pod.sockets()) == 1
+    wait_until(lambda: not pod.sockets(), timeout=5, what="the kept agent to go")
+    assert "kept" not in pod.hello(linger=None)
+
+
+def test_the_kept_agent_goes_with_its_folder(pod: Pod) -> None:
+    (pod.root / "a.py").write_text("a\n")
+    pod.hello()
+    assert len(pod.sockets()) == 1
+    shutil.rmtree(pod.root)
+    wait_until(lambda: not pod.sockets(), timeout=5, what="the kept agent to go")
+
+
+def test_an_agent_whose_connection_is_served_elsewhere_keeps_nothing_twice(pod: Pod) -> None:
+    """Two connections at once (the second cannot be handed to the busy copy): when both
+    end, one copy stays, and the next connection still gets it."""
+    (pod.root / "a.py").write_text("a\n")
+    argv, preamble = pod.argv(30)
+    hello = meta_frame(b"H", {"root": str(pod.root), "excludes": compile_excludes([])})
+    first = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=pod.env)
+    assert first.stdin is not None and first.stdout is not None
+    first.stdin.write(preamble + hello)
+    first.stdin.flush()
+    assert first.stdout.read(1)  # its index is on the way: it serves
+    pod.hello()  # a second agent, meanwhile
+    first.stdin.close()
+    first.wait(10)
+    time.sleep(0.2)
+    assert len(pod.sockets()) == 1
+    assert pod.hello().get("kept") is True
+
+
+def test_a_reconnect_to_the_kept_agent_converges_with_changes_on_both_sides(pod: Pod, tmp_path: Path) -> None:
+    local = tmp_path / "local"
+    local.mkdir()
+    for i in range(30):
+        (local / f"m{i}.py").write_text(f"x = {i}\n")
+    state = tmp_path / "state.json"
+    connect = pod.connect()
+    with RunningSync(local, str(pod.root), connect, state_file=state) as sync:
+        sync.quiet()
+    assert len(pod.sockets()) == 1
+    (local / "m1.py").write_text("x = 'local, while away'\n")
+    (pod.root / "m2.py").write_text("x = 'pod, while away'\n")
+    (pod.root / "m3.py").unlink()
+    (pod.root / "made_in_pod.txt").write_text("p\n")
+    with RunningSync(local, str(pod.root), connect, state_file=state) as sync:
+        assert sync.syncer.health.watcher == "inotify (kept)"
+        sync.quiet()
+        assert sync.syncer.health.problems == 0
+    assert (pod.root / "m1.py").read_text() == "x = 'local, while away'\n"
+    assert (local / "m2.py").read_text() == "x = 'pod, while away'\n"
+    assert not (local / "m3.py").exists() and (local / "made_in_pod.txt").read_text() == "p\n"
+    assert sorted(p.name for p in local.iterdir()) == sorted(p.name for p in pod.root.iterdir())
