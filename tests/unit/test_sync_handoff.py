@@ -3,6 +3,7 @@ processes: what it answers the next connection, and when it goes."""
 
 from __future__ import annotations
 
+import array
 import os
 import shutil
 import socket
@@ -120,16 +121,29 @@ def test_other_excludes_get_a_new_scan_from_the_kept_agent(pod: Pod) -> None:
     assert again.get("kept") is True and sorted(again["entries"]) == ["a.py", "b.py"]
 
 
-def test_a_probe_or_a_connection_without_streams_leaves_the_kept_agent_be(pod: Pod) -> None:
+def test_a_probe_a_stranger_or_an_exec_that_gave_up_leaves_the_kept_agent_be(pod: Pod) -> None:
     (pod.root / "a.py").write_text("a\n")
     pod.hello()
     [path] = pod.sockets()
-    for _ in range(2):
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        probe.connect(str(path))
-        probe.sendall(b"S")  # no descriptors with it
-        assert probe.recv(1) == b""  # refused
-        probe.close()
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.connect(str(path))
+    probe.sendall(b"S")  # no descriptors with it
+    assert probe.recv(1) == b""  # refused
+    probe.close()
+    # Descriptors sent, taken, but the go-ahead never comes (that exec serves them itself):
+    # the copy must not read what is meant for that exec.
+    read_end, write_end = os.pipe()
+    late = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    late.connect(str(path))
+    late.sendmsg([b"S"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [read_end, write_end]))])
+    assert late.recv(1) == b"+"
+    late.close()
+    os.write(write_end, b"meant for the exec")
+    time.sleep(0.3)
+    os.set_blocking(read_end, False)
+    assert os.read(read_end, 100) == b"meant for the exec"
+    os.close(read_end)
+    os.close(write_end)
     assert pod.hello().get("kept") is True
 
 

@@ -17,7 +17,9 @@ import os
 import socket
 import struct
 
-TAKEN = b"+"  # the copy holds the exec's stdin and stdout now
+TAKEN = b"+"  # the copy has the exec's stdin and stdout ...
+GO = b"!"  # ... and the exec lets it use them
+HANDSHAKE_S = 2.0
 UCRED = struct.Struct("i2I")  # struct ucred: pid, uid, gid
 
 
@@ -34,17 +36,24 @@ def hand_over(path, in_fd=0, out_fd=1):
     to finish with them. False, with nothing read from stdin, if there is none to take them."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
+        sock.settimeout(HANDSHAKE_S)  # a copy that does not answer at once is not waited for
         sock.connect(path)
         sock.sendmsg([b"S"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [in_fd, out_fd]))])
         if sock.recv(1) != TAKEN:
             return False
-        while sock.recv(4096):  # closed when the copy has closed its own copies of both
-            pass
-        return True
+        # Only now may the copy use them: had this side given up first, both would read stdin.
+        sock.sendall(GO)
     except OSError:
         return False
+    try:
+        sock.settimeout(None)
+        while sock.recv(4096):  # closed when the copy has closed its own copies of both
+            pass
+    except OSError:
+        pass
     finally:
         sock.close()
+    return True
 
 
 class Listener:
@@ -84,24 +93,25 @@ class Listener:
             conn, _ = self.sock.accept()
         except OSError:
             return None
+        fds = array.array("i")
         try:
-            conn.settimeout(5)
+            conn.settimeout(HANDSHAKE_S)
             creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, UCRED.size)
             _pid, uid, _gid = UCRED.unpack(creds)
-            fds = array.array("i")
             _data, ancillary, _flags, _addr = conn.recvmsg(1, socket.CMSG_LEN(2 * fds.itemsize))
             for level, kind, payload in ancillary:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
             if uid != os.getuid() or len(fds) != 2:
-                for fd in fds:
-                    os.close(fd)
-                conn.close()
-                return None
+                raise OSError("not a handover from this user")
             conn.sendall(TAKEN)
+            if conn.recv(1) != GO:  # the exec gave up waiting, and serves them itself
+                raise OSError("not handed over")
             conn.settimeout(None)
             return conn, fds[0], fds[1]
         except OSError:
+            for fd in fds:
+                os.close(fd)
             conn.close()
             return None
 
