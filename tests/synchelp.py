@@ -29,14 +29,14 @@ def wait_until(check: Callable[[], bool], timeout: float = 10.0, what: str = "co
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def local_agent(argv_prefix: list[str] | None = None, python: str | None = None):  # type: ignore[no-untyped-def]
+def local_agent(argv_prefix: list[str] | None = None, python: str | None = None, agent_args: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
     """A connect function that runs the agent as a local process (argv_prefix: e.g. kubectl exec)."""
     links: list[AgentLink] = []
 
     def connect(inbox):  # type: ignore[no-untyped-def]
         nonlocal python
         python = python or ("python3" if argv_prefix else sys.executable)
-        argv, preamble = agent.stdin_command(python, "sync")
+        argv, preamble = agent.stdin_command(python, "sync", *agent_args)
         link = AgentLink([*(argv_prefix or []), *argv], preamble, inbox)
         links.append(link)
         return link

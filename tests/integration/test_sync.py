@@ -105,6 +105,31 @@ def test_a_conflict_is_kept_and_a_killed_stream_resumes(cluster, namespace, pod,
     assert pod_sh(cluster, namespace, pod, f"cat {REMOTE}/m2.py") == "x = 'laptop'\n"
 
 
+def test_a_new_connection_is_answered_by_the_agent_kept_in_the_pod(cluster, namespace, pod, tmp_path):  # type: ignore[no-untyped-def]
+    local, state = tmp_path / "project", tmp_path / "state.json"
+    (local / "pkg").mkdir(parents=True)
+    for i in range(20):
+        (local / "pkg" / f"m{i}.py").write_text(f"x = {i}\n")
+    connect = local_agent(exec_prefix(cluster, namespace, pod), agent_args=("--linger", "120", "itest"))
+    with RunningSync(local, REMOTE, connect, state_file=state) as sync:
+        assert sync.syncer.health.watcher == "inotify"
+        sync.quiet()
+    wait_until(lambda: "sync-itest.sock" in pod_sh(cluster, namespace, pod, "ls /tmp/pypod/agent-*/"), 20, "kept agent")
+    before = pod_sh(cluster, namespace, pod, f"stat -c '%n %Y %i' {REMOTE}/pkg/m*.py")
+    pod_sh(cluster, namespace, pod, f"echo made > {REMOTE}/pkg/new.txt && rm {REMOTE}/pkg/m3.py")
+    (local / "pkg" / "m1.py").write_text("x = 'laptop, while away'\n")
+    with RunningSync(local, REMOTE, connect, state_file=state) as sync:
+        assert sync.syncer.health.watcher == "inotify (kept)"
+        wait_until(lambda: (local / "pkg" / "new.txt").exists(), 20, "the pod's new file")
+        sync.quiet()
+        assert sync.syncer.health.problems == 0
+    assert not (local / "pkg" / "m3.py").exists()
+    assert pod_sh(cluster, namespace, pod, f"cat {REMOTE}/pkg/m1.py") == "x = 'laptop, while away'\n"
+    after = pod_sh(cluster, namespace, pod, f"stat -c '%n %Y %i' {REMOTE}/pkg/m*.py")
+    changed = set(after.splitlines()) - set(before.splitlines())
+    assert [line.split()[0] for line in changed] == [f"{REMOTE}/pkg/m1.py"]  # nothing else was re-sent
+
+
 @pytest.fixture
 def env(pypod_env: dict[str, str], cluster: ClusterInfo) -> dict[str, str]:
     return dict(pypod_env, PYPOD_IMAGE=cluster.base_image)  # the stock image: no pypod, no project inside
