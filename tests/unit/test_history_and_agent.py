@@ -145,3 +145,31 @@ def test_the_hosts_ahead_jobs_run_in_order_in_one_thread_and_a_failure_stops_non
     assert broken.take() is None  # failed: taken as not worked out, without the full wait
     assert [name for name, _ in ran] == ["first", "broken", "last"]
     assert {thread for _, thread in ran} == {"pypod-ahead"}
+
+
+def test_the_host_reaps_kept_sync_agents_and_leaves_other_children_to_their_owners() -> None:
+    """Run apart (it waits for any child): one ended child is a session leader, as a kept
+    sync agent is; the other is not, as a thread's nvidia-smi is not."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, time\n"
+        "from pypod.agent import session\n"
+        "host = session.Host(['python3'], 900, False, socket_path='/nonexistent/s.sock')\n"
+        "other = os.fork()\n"
+        "if other == 0:\n"
+        "    os._exit(3)\n"
+        "kept = os.fork()\n"
+        "if kept == 0:\n"
+        "    os.setsid(); os._exit(0)\n"
+        "time.sleep(0.3)\n"
+        "host.reap_kept_agents()\n"
+        "try:\n"
+        "    os.waitpid(kept, 0); print('kept left')\n"
+        "except ChildProcessError:\n"
+        "    print('kept reaped')\n"
+        "print('other', os.waitstatus_to_exitcode(os.waitpid(other, 0)[1]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert done.stdout.split("\n")[:2] == ["kept reaped", "other 3"], done.stderr

@@ -230,6 +230,28 @@ class Host:
         set_winsize(master, rows, cols)
         log("REPL started: " + " ".join(self.command))
 
+    def reap_kept_agents(self):
+        """As the container's PID 1, this process inherits the sync agents that stay after
+        their connection (handoff.py): reap those that have ended. Only session leaders
+        other than the REPL: a child a thread is waiting for (nvidia-smi) is left to it."""
+        try:
+            if os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+                return  # nothing has ended: the usual case, one system call
+        except ChildProcessError:
+            return
+        me = os.getpid()
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) == self.child_pid:
+                continue
+            try:
+                with open("/proc/%s/stat" % name) as handle:
+                    stat = handle.read()
+                state, ppid, _pgrp, sid = stat[stat.rindex(")") + 2 :].split()[:4]
+                if state == "Z" and int(ppid) == me and int(sid) == int(name):
+                    os.waitpid(int(name), 0)
+            except (OSError, ValueError):
+                continue  # gone meanwhile, or reaped by its owner first
+
     def child_exit_code(self, block=False):
         try:
             pid, status = os.waitpid(self.child_pid, 0 if block else os.WNOHANG)
@@ -339,6 +361,7 @@ class Host:
                         client.outbox = client.outbox[sent:]
                     except OSError:
                         self.drop(client)
+            self.reap_kept_agents()
             now = time.monotonic()
             for client in list(self.clients):
                 if now - client.last_seen > PING_GRACE_S:
