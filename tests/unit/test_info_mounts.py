@@ -9,7 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from pypod.agent.mounts import mount_of, parse_mountinfo, pod_uid_from_mounts, pod_volumes, tmpfs_size
+from pypod.agent.mounts import (
+    mount_of,
+    parse_mountinfo,
+    pod_uid_from_mounts,
+    pod_volumes,
+    shared_mounts_under,
+    tmpfs_size,
+)
 from pypod.agent.resources import System, banner, collect
 
 UID = "7d5c2a10-1f3e-4b8a-9c6d-0e1f2a3b4c5d"
@@ -173,3 +180,15 @@ def test_a_kubelet_root_dir_elsewhere_is_recognised_too():
         "/dev/shm": ("shm", "", False),
         "/run/secrets/kubernetes.io/serviceaccount": ("config", "/run/secrets/kubernetes.io/serviceaccount", False),
     }
+
+
+def test_the_network_mounts_that_hold_part_of_a_folder() -> None:
+    """A kept sync agent trusts its watches only where no other machine writes (handoff.py)."""
+    mounts = parse_mountinfo(POD_MOUNTINFO)
+    points = {
+        path: [m.mount_point for m in shared_mounts_under(mounts, path)]
+        for path in ("/", "/workspace", "/shared/x", "/scratch")
+    }
+    assert points == {"/": ["/shared"], "/workspace": [], "/shared/x": ["/shared"], "/scratch": []}
+    fuse = parse_mountinfo(POD_MOUNTINFO + "1520 1500 0:341 / /workspace/data rw - fuse.gcsfuse bucket rw\n")
+    assert [m.mount_point for m in shared_mounts_under(fuse, "/workspace")] == ["/workspace/data"]

@@ -117,6 +117,14 @@ def _under(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
+def shared_mounts_under(mounts: list[Mount], folder: str) -> list[Mount]:
+    """The network and FUSE mounts that hold any of `folder` (the one it lies on, or one
+    below it): others write there unseen by this kernel's inotify."""
+    on = mount_of(folder, mounts)
+    parts = [m for m in visible_mounts(mounts) if m is on or _under(m.mount_point, folder)]
+    return [m for m in parts if m.fstype in NETWORK_FILESYSTEMS or m.fstype.startswith("fuse")]
+
+
 def classify(mount: Mount, node_devices: frozenset) -> Volume | None:
     """What `mount` is to the pod, or None for mounts that hold no data of the pod's."""
     point, root, fstype = mount.mount_point, mount.root, mount.fstype

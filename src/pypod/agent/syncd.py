@@ -329,9 +329,9 @@ class SyncAgent:
 
     def linger(self, path, seconds):
         """Leave a copy of this agent listening at `path` for `seconds` after each of its
-        connections (see handoff.py); return at once in this process. Only with inotify:
-        a polling agent would have to rescan everything anyway."""
-        if self.tree is None or self.watcher.fileno() is None:
+        connections (see handoff.py); return at once in this process. Only with inotify,
+        and where it sees every change: a polling agent would rescan everything anyway."""
+        if self.tree is None or self.watcher.fileno() is None or not self._watches_see_all():
             return
         listener = handoff.Listener.bind(path)
         if listener is None:
@@ -357,6 +357,18 @@ class SyncAgent:
                 listener = handoff.Listener.bind(path) if code == 0 else None
         finally:
             os._exit(0)
+
+    def _watches_see_all(self):
+        """Whether every change to the folder passes through this kernel: on a network or
+        FUSE filesystem other machines write unseen, and only a new scan finds that."""
+        from .mounts import parse_mountinfo, shared_mounts_under
+
+        try:
+            with open("/proc/self/mountinfo") as handle:
+                mounts = parse_mountinfo(handle.read())
+        except OSError:
+            return False
+        return bool(mounts) and not shared_mounts_under(mounts, os.path.realpath(self.tree.root))
 
     def _wait_for_connection(self, listener, seconds):
         """The next connection handed over, noting what the watches see meanwhile; None
