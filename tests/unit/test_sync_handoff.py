@@ -204,3 +204,31 @@ def test_a_reconnect_to_the_kept_agent_converges_with_changes_on_both_sides(pod:
     assert (local / "m2.py").read_text() == "x = 'pod, while away'\n"
     assert not (local / "m3.py").exists() and (local / "made_in_pod.txt").read_text() == "p\n"
     assert sorted(p.name for p in local.iterdir()) == sorted(p.name for p in pod.root.iterdir())
+
+
+def test_an_exec_too_slow_to_say_go_serves_its_streams_itself(pod: Pod, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Descheduled between the copy's TAKEN and its own go-ahead for longer than the copy
+    waits: the copy lets go, says so, and the exec knows to serve its streams itself."""
+    from pypod.agent import handoff
+
+    (pod.root / "a.py").write_text("a\n")
+    pod.hello()
+    [path] = pod.sockets()
+    send = socket.socket.sendall
+
+    def slow_go(self: socket.socket, data: bytes, *args: Any) -> None:
+        if data == handoff.GO:
+            time.sleep(handoff.HANDSHAKE_S + 0.5)
+        send(self, data, *args)
+
+    monkeypatch.setattr(socket.socket, "sendall", slow_go)
+    read_end, write_end = os.pipe()
+    assert handoff.hand_over(str(path), read_end, write_end) is False
+    monkeypatch.undo()
+    os.write(write_end, b"meant for the exec")
+    os.set_blocking(read_end, False)
+    time.sleep(0.2)
+    assert os.read(read_end, 100) == b"meant for the exec"
+    os.close(read_end)
+    os.close(write_end)
+    assert pod.hello().get("kept") is True

@@ -18,7 +18,8 @@ import socket
 import struct
 
 TAKEN = b"+"  # the copy has the exec's stdin and stdout ...
-GO = b"!"  # ... and the exec lets it use them
+GO = b"!"  # ... the exec lets it use them ...
+SERVING = b"*"  # ... and the copy does
 HANDSHAKE_S = 2.0
 UCRED = struct.Struct("i2I")  # struct ucred: pid, uid, gid
 
@@ -33,27 +34,37 @@ def socket_path(agent_path, key):
 
 def hand_over(path, in_fd=0, out_fd=1):
     """Give this exec's stdin and stdout to the copy listening at `path`, and wait for it
-    to finish with them. False, with nothing read from stdin, if there is none to take them."""
+    to finish with them. True once it has; False, with nothing read from stdin, if no copy
+    took them; None if one took them and then stopped answering."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        serving = _offer(sock, path, in_fd, out_fd)
+        if serving:
+            sock.settimeout(None)
+            with contextlib.suppress(OSError):
+                while sock.recv(4096):  # closed once the copy has closed its copies of both
+                    pass
+        return serving
+    finally:
+        sock.close()
+
+
+def _offer(sock, path, in_fd, out_fd):
+    went_ahead = False
     try:
         sock.settimeout(HANDSHAKE_S)  # a copy that does not answer at once is not waited for
         sock.connect(path)
         sock.sendmsg([b"S"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [in_fd, out_fd]))])
         if sock.recv(1) != TAKEN:
             return False
-        # Only now may the copy use them: had this side given up first, both would read stdin.
+        # Only on this go-ahead may the copy use them, and it says so: had either side
+        # given up first, both would read stdin.
         sock.sendall(GO)
-    except OSError:
-        return False
-    try:
-        sock.settimeout(None)
-        while sock.recv(4096):  # closed when the copy has closed its own copies of both
-            pass
-    except OSError:
-        pass
-    finally:
-        sock.close()
-    return True
+        went_ahead = True
+        # Anything but SERVING: it gave up waiting for the go-ahead, and read nothing.
+        return sock.recv(1) == SERVING
+    except OSError:  # a timeout too (socket.timeout is an OSError on every Python 3)
+        return None if went_ahead else False  # went ahead: it may be serving, or never
 
 
 class Listener:
@@ -107,6 +118,7 @@ class Listener:
             conn.sendall(TAKEN)
             if conn.recv(1) != GO:  # the exec gave up waiting, and serves them itself
                 raise OSError("not handed over")
+            conn.sendall(SERVING)
             conn.settimeout(None)
             return conn, fds[0], fds[1]
         except OSError:

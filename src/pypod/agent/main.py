@@ -47,8 +47,12 @@ def sync_main(archive, rest):
 
         path = socket_path(archive, rest[2])
         if path is not None:
-            if hand_over(path):
+            handed = hand_over(path)
+            if handed:
                 return 0
+            if handed is None:
+                sys.stderr.write("pypod-agent: the sync agent kept in this pod stopped answering\n")
+                return 1
             linger = (path, float(rest[1]))
     elif rest:
         sys.stderr.write("pypod-agent: usage: sync [--linger SECONDS KEY]\n")
