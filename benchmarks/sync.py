@@ -207,6 +207,8 @@ class Bench:
         seconds, syncer, thread = self.timed_first_sync(local, remote, state)
         syncer.stop()
         thread.join(30)
+        if not syncer.health.watcher.endswith("(kept)"):
+            raise SystemExit(f"the resync was not answered by the agent kept in the pod: {syncer.health.watcher}")
         bench("resync_noop_s", seconds, "s")
         # The same with no agent left in the pod (one that did not stay): it stats every path.
         fresh, syncer, thread = self.timed_first_sync(local, remote, state, linger=False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import array
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import pytest
 
 from pypod import agent
 from pypod.agent.frames import FrameReader, meta_frame, split_meta
-from pypod.agent.tree import index_digest
+from pypod.agent.tree import blob_id, index_digest
 from pypod.sync.excludes import compile_excludes
 from pypod.sync.link import AgentLink
 from tests.synchelp import RunningSync, oldest_python, wait_until
@@ -43,6 +44,12 @@ class Pod:
 
     def hello(self, linger: float | None = 30, excludes: Any = None, expect: str | None = None, key: str = KEY) -> dict:
         """One connection: the hello's answer; the exec has ended when this returns."""
+        return self.frames(linger, excludes, expect, key)[0][1]
+
+    def frames(
+        self, linger: float | None = 30, excludes: Any = None, expect: str | None = None, key: str = KEY
+    ) -> list[tuple[bytes, dict]]:
+        """One connection: every frame the agent sent, the hello's answer first."""
         argv, preamble = self.argv(linger, key)
         meta = {"root": str(self.root), "excludes": excludes or compile_excludes([])}
         if expect:
@@ -50,10 +57,28 @@ class Pod:
         hello = preamble + meta_frame(b"H", meta)
         done = subprocess.run(argv, input=hello, capture_output=True, timeout=30, env=self.env)
         assert done.returncode == 0, done.stderr
-        return next(split_meta(payload)[0] for kind, payload in FrameReader().feed(done.stdout) if kind == b"I")
+        frames = [(kind, split_meta(payload)[0]) for kind, payload in FrameReader().feed(done.stdout)]
+        assert frames and frames[0][0] == b"I", frames
+        return frames
 
     def sockets(self) -> list[Path]:
         return sorted(Path(self.env["TMPDIR"]).glob("pypod/agent-*/sync-*.sock"))
+
+    def copies(self) -> list[int]:
+        """The pids of the agents kept for this folder (forked: no parent but init's)."""
+        found = []
+        for name in os.listdir("/proc"):
+            try:
+                environ = Path(f"/proc/{name}/environ").read_bytes().split(b"\0")
+                cmdline = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
+                stat = Path(f"/proc/{name}/stat").read_text()
+            except (OSError, ValueError):
+                continue
+            session = int(stat[stat.rindex(")") + 2 :].split()[3])
+            mine = f"TMPDIR={self.env['TMPDIR']}".encode() in environ and b"--linger" in cmdline
+            if mine and session == int(name):  # the copy leads a session of its own
+                found.append(int(name))
+        return found
 
     def connect(self, linger: float | None = 30):  # type: ignore[no-untyped-def]
         """A Syncer's connect that runs these agents (as pypod runs its pod's)."""
@@ -196,8 +221,10 @@ def test_a_reconnect_to_the_kept_agent_converges_with_changes_on_both_sides(pod:
     (pod.root / "m2.py").write_text("x = 'pod, while away'\n")
     (pod.root / "m3.py").unlink()
     (pod.root / "made_in_pod.txt").write_text("p\n")
+    os.truncate(pod.root / "m4.py", 2)  # no event the watches hear
     with RunningSync(local, str(pod.root), connect, state_file=state) as sync:
         assert sync.syncer.health.watcher == "inotify (kept)"
+        wait_until(lambda: (local / "m4.py").read_text() == "x ", what="the truncate, found after the index")
         sync.quiet()
         assert sync.syncer.health.problems == 0
     assert (pod.root / "m1.py").read_text() == "x = 'local, while away'\n"
@@ -231,4 +258,74 @@ def test_an_exec_too_slow_to_say_go_serves_its_streams_itself(pod: Pod, monkeypa
     assert os.read(read_end, 100) == b"meant for the exec"
     os.close(read_end)
     os.close(write_end)
+    assert pod.hello().get("kept") is True
+
+
+def test_a_kept_agent_finds_what_its_watches_cannot_see(pod: Pod, tmp_path: Path) -> None:
+    """No close, no event in the folder: a truncate, and a write through a hard link from
+    outside it. The kept agent reports them right after its index, so what pypod hears
+    adds up to a new agent's scan."""
+    (pod.root / "t.txt").write_text("some bytes\n")
+    (pod.root / "shared.bin").write_text("v1\n")
+    pod.hello()
+    os.link(pod.root / "shared.bin", tmp_path / "outside.bin")
+    time.sleep(0.1)
+    os.truncate(pod.root / "t.txt", 3)
+    (tmp_path / "outside.bin").write_text("v2, written through another name\n")
+    (kind, kept), *after = pod.frames()
+    assert kept.get("kept") is True
+    # The watches' index first, then the stat of every path: what they missed follows.
+    seen = dict(kept["entries"])
+    for kind, meta in after:
+        assert kind == b"E"
+        seen.update(meta["changes"])
+    assert seen == pod.hello(linger=None)["entries"]
+    assert seen["t.txt"] == "-" + blob_id(b"som")
+    assert seen["shared.bin"] == "-" + blob_id(b"v2, written through another name\n")
+
+
+def test_a_root_moved_away_is_not_answered_from_the_kept_watches(pod: Pod) -> None:
+    (pod.root / "a.py").write_text("a\n")
+    pod.hello()
+    pod.root.rename(pod.root.with_name("pod.old"))
+    pod.root.mkdir()
+    (pod.root / "b.py").write_text("b\n")
+    answer = pod.hello()
+    assert "kept" not in answer and sorted(answer["entries"]) == ["b.py"]
+    shutil.rmtree(pod.root.with_name("pod.old"))
+
+
+def test_an_exec_whose_kept_agent_dies_mid_connection_ends_with_the_reason(pod: Pod) -> None:
+    (pod.root / "a.py").write_text("a\n")
+    pod.hello()
+    [copy] = pod.copies()
+    argv, preamble = pod.argv(30)
+    hello = meta_frame(b"H", {"root": str(pod.root), "excludes": compile_excludes([])})
+    served = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=pod.env)
+    assert served.stdin is not None and served.stdout is not None and served.stderr is not None
+    served.stdin.write(preamble + hello)
+    served.stdin.flush()
+    assert served.stdout.read(1)  # the kept agent answers
+    os.kill(copy, signal.SIGKILL)
+    assert served.wait(10) == 1
+    assert "went away mid-connection" in served.stderr.read().decode()
+    served.stdin.close()
+
+
+def test_a_process_that_sees_other_mounts_cannot_take_the_kept_agent(pod: Pod) -> None:
+    """As another container sharing /tmp through a volume would: same user, same socket
+    file, another mount namespace. The copy refuses it, and stays for its own container."""
+    if subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a mount namespace here (needs root or user namespaces)")
+    (pod.root / "a.py").write_text("a\n")
+    pod.hello()
+    [path] = pod.sockets()
+    script = (
+        "import os, sys\nfrom pypod.agent import handoff\n"
+        "r, w = os.pipe()\nprint(handoff.hand_over(sys.argv[1], r, w))\n"
+    )
+    elsewhere = subprocess.run(
+        ["unshare", "--mount", sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=30
+    )
+    assert elsewhere.stdout.strip() == "False", elsewhere.stderr
     assert pod.hello().get("kept") is True

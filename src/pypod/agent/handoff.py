@@ -19,7 +19,8 @@ import struct
 
 TAKEN = b"+"  # the copy has the exec's stdin and stdout ...
 GO = b"!"  # ... the exec lets it use them ...
-SERVING = b"*"  # ... and the copy does
+SERVING = b"*"  # ... the copy does ...
+DONE = b"."  # ... and has closed them: the exec may end
 HANDSHAKE_S = 2.0
 UCRED = struct.Struct("i2I")  # struct ucred: pid, uid, gid
 
@@ -35,16 +36,21 @@ def socket_path(agent_path, key):
 def hand_over(path, in_fd=0, out_fd=1):
     """Give this exec's stdin and stdout to the copy listening at `path`, and wait for it
     to finish with them. True once it has; False, with nothing read from stdin, if no copy
-    took them; None if one took them and then stopped answering."""
+    took them; None if one took them and then went away without finishing."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         serving = _offer(sock, path, in_fd, out_fd)
-        if serving:
-            sock.settimeout(None)
-            with contextlib.suppress(OSError):
-                while sock.recv(4096):  # closed once the copy has closed its copies of both
-                    pass
-        return serving
+        if not serving:
+            return serving
+        sock.settimeout(None)
+        last = b""
+        with contextlib.suppress(OSError):
+            while True:
+                data = sock.recv(4096)
+                if not data:
+                    break
+                last = data[-1:]
+        return True if last == DONE else None
     finally:
         sock.close()
 
@@ -54,6 +60,8 @@ def _offer(sock, path, in_fd, out_fd):
     try:
         sock.settimeout(HANDSHAKE_S)  # a copy that does not answer at once is not waited for
         sock.connect(path)
+        if not same_container(sock):
+            return False  # whoever listens there is not an agent of this container
         sock.sendmsg([b"S"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [in_fd, out_fd]))])
         if sock.recv(1) != TAKEN:
             return False
@@ -65,6 +73,26 @@ def _offer(sock, path, in_fd, out_fd):
         return sock.recv(1) == SERVING
     except OSError:  # a timeout too (socket.timeout is an OSError on every Python 3)
         return None if went_ahead else False  # went ahead: it may be serving, or never
+
+
+def same_container(sock):
+    """Whether the process at the other end of `sock` runs as this user, in this
+    container: its pid is visible here and it sees the same mounts (another container
+    sharing /tmp through a volume does not, and must not reach the other's folder)."""
+    try:
+        pid, uid, _gid = UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, UCRED.size))
+        if uid != os.getuid() or pid <= 0:
+            return False
+        return os.readlink("/proc/%d/ns/mnt" % pid) == os.readlink("/proc/self/ns/mnt")
+    except OSError:
+        return False
+
+
+def done(conn):
+    """Tell the exec that handed its streams over that they are closed here, and let go."""
+    with contextlib.suppress(OSError):
+        conn.sendall(DONE)
+    conn.close()
 
 
 class Listener:
@@ -82,7 +110,7 @@ class Listener:
             try:
                 sock.bind(path)
             except OSError as exc:
-                if exc.errno != errno.EADDRINUSE or _someone_listens(path):
+                if exc.errno != errno.EADDRINUSE or someone_listens(path):
                     raise
                 os.unlink(path)  # left by a copy that was killed
                 sock.bind(path)
@@ -107,14 +135,14 @@ class Listener:
         fds = array.array("i")
         try:
             conn.settimeout(HANDSHAKE_S)
-            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, UCRED.size)
-            _pid, uid, _gid = UCRED.unpack(creds)
+            if not same_container(conn):
+                raise OSError("not a handover from this container")
             _data, ancillary, _flags, _addr = conn.recvmsg(1, socket.CMSG_LEN(2 * fds.itemsize))
             for level, kind, payload in ancillary:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-            if uid != os.getuid() or len(fds) != 2:
-                raise OSError("not a handover from this user")
+            if len(fds) != 2:
+                raise OSError("no streams handed over")
             conn.sendall(TAKEN)
             if conn.recv(1) != GO:  # the exec gave up waiting, and serves them itself
                 raise OSError("not handed over")
@@ -134,7 +162,8 @@ class Listener:
         self.sock.close()
 
 
-def _someone_listens(path):
+def someone_listens(path):
+    """Whether a copy listens at `path` (it takes a connection that sends nothing for none)."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(path)  # the copy sees a connection that sends nothing, and goes on
@@ -149,6 +178,7 @@ def leave_the_exec():
     """In the copy, just forked: let go of the exec's streams, so it ends as its process
     does, and of its session, so its end does not signal the copy."""
     os.setsid()
+    os.chdir("/")  # nor the exec's working directory: nothing here keeps a mount busy
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)

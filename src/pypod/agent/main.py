@@ -42,21 +42,25 @@ def sync_main(archive, rest):
     first offer them to a copy of this agent kept for KEY (handoff.py), and leave one
     behind afterwards."""
     linger = None
-    if rest[:1] == ["--linger"] and len(rest) == 3:
+    if rest:
+        try:
+            flag, seconds, key = rest
+            if flag != "--linger" or float(seconds) < 0:
+                raise ValueError(flag)
+        except ValueError:
+            sys.stderr.write("pypod-agent: usage: sync [--linger SECONDS KEY]\n")
+            return 2
         from .handoff import hand_over, socket_path
 
-        path = socket_path(archive, rest[2])
+        path = socket_path(archive, key)
         if path is not None:
             handed = hand_over(path)
             if handed:
                 return 0
             if handed is None:
-                sys.stderr.write("pypod-agent: the sync agent kept in this pod stopped answering\n")
+                sys.stderr.write("pypod-agent: the sync agent kept in this pod went away mid-connection\n")
                 return 1
-            linger = (path, float(rest[1]))
-    elif rest:
-        sys.stderr.write("pypod-agent: usage: sync [--linger SECONDS KEY]\n")
-        return 2
+            linger = (path, float(seconds))
     from .syncd import serve
 
     return serve(linger=linger)

@@ -74,7 +74,7 @@ class SyncAgent:
         self.outbox = bytearray()
         self.saved_cache = None
         self.watcher_kind = ""
-        self.pending = set()  # paths the watcher named, not yet re-examined
+        self.pending = set()  # what the watches named while no one was connected (linger)
 
     # -- output -----------------------------------------------------------------
     def emit(self, data):
@@ -167,26 +167,43 @@ class SyncAgent:
         self._answer(meta, {})
 
     def _kept_fits(self, root, meta):
-        """Whether what this copy kept answers `meta`: the same root and excludes, and
-        inotify still watching the root (so nothing changed there unseen)."""
-        watcher = self.watcher
+        """Whether this copy's watches answer for `meta`'s folder: the same root and
+        excludes, and inotify still watching the very directory at the root."""
         return (
             root == self.tree.root
             and meta["excludes"] == self.tree.excludes.spec
             and meta.get("inotify", True)
-            and watcher.fileno() is not None
-            and watcher.wds.get("") is not None
+            and self._root_watched()
         )
 
+    def _root_watched(self):
+        """inotify watches the directory that is at the root now (not one moved away)."""
+        try:
+            st = os.lstat(self.tree.root)
+        except OSError:
+            return False
+        return self.watcher.holds("", (st.st_dev, st.st_ino))
+
     def _answer_from_kept(self, meta):
-        """The index as a fresh scan would find it: what was kept, with every path the
-        watches saw change since re-examined."""
+        """The index as the watches kept it, with what they named since re-examined; then
+        the stat of every path a new agent makes before it answers, whose findings follow
+        as changes. A watch misses a few kinds of change (a truncate, a write through a hard
+        link from elsewhere); the stat does not, and pypod's conditional writes hold
+        meanwhile: an upload over a version the pod no longer has is refused."""
         self.tree.new_batch()
         self.note(self.watcher.read())
         if self.pending:
             changed, self.pending = self.pending, set()
             self.tree.refresh(changed, self.known)
         self._answer(meta, {"kept": True, "watcher": self.watcher_kind + " (kept)"})
+        self.report({RESCAN})
+
+    def note(self, paths):
+        """Paths the watches named while no one was connected, to re-examine at the next
+        hello; past MAX_PENDING, one rescan of everything costs less than the set."""
+        self.pending |= paths
+        if len(self.pending) > MAX_PENDING:
+            self.pending = {RESCAN}
 
     def _answer(self, meta, answer):
         answer.setdefault("watcher", self.watcher_kind)
@@ -198,12 +215,6 @@ class SyncAgent:
         self.send(b"I", answer)
         self.drain()  # the index leaves now: pypod waits for it, not for the cache below
         self.save_cache()
-
-    def note(self, paths):
-        """Paths to re-examine before the next report; past MAX_PENDING, the whole tree."""
-        self.pending |= paths
-        if len(self.pending) > MAX_PENDING:
-            self.pending = {RESCAN}
 
     def save_cache(self):
         if self.tree is None:
@@ -329,18 +340,20 @@ class SyncAgent:
 
     def linger(self, path, seconds):
         """Leave a copy of this agent listening at `path` for `seconds` after each of its
-        connections (see handoff.py); return at once in this process. Only with inotify,
-        and where it sees every change: a polling agent would rescan everything anyway."""
-        if self.tree is None or self.watcher.fileno() is None or not self._watches_see_all():
+        connections (see handoff.py); return at once in this process. Only with inotify
+        on the root, and where it sees every change made to the folder."""
+        if self.tree is None or self.watcher.fileno() is None or not self._root_watched():
             return
-        listener = handoff.Listener.bind(path)
-        if listener is None:
-            return  # another copy keeps this folder already
+        if not self._watches_see_all() or handoff.someone_listens(path):
+            return  # (another copy keeps this folder already)
         if os.fork():
-            listener.sock.close()  # the copy's now; the name stays until it goes
             return
         try:
             handoff.leave_the_exec()
+            self.tree.new_batch()  # no directory of the folder held open while it waits
+            # Listening from this process: an exec checks who listens (SO_PEERCRED names
+            # the process that called listen), and the one that forked is gone.
+            listener = handoff.Listener.bind(path)
             while listener is not None:
                 taken = self._wait_for_connection(listener, seconds)
                 listener.close()  # one connection at a time
@@ -350,10 +363,11 @@ class SyncAgent:
                 self.out_fd = out_fd
                 try:
                     code = self.run_session(in_fd)
+                    self.tree.new_batch()
                 finally:
                     os.close(in_fd)
                     os.close(out_fd)
-                    conn.close()  # after the streams: the exec that handed them over ends now
+                    handoff.done(conn)  # after the streams: the exec that handed them over ends now
                 listener = handoff.Listener.bind(path) if code == 0 else None
         finally:
             os._exit(0)
@@ -371,11 +385,12 @@ class SyncAgent:
         return bool(mounts) and not shared_mounts_under(mounts, os.path.realpath(self.tree.root))
 
     def _wait_for_connection(self, listener, seconds):
-        """The next connection handed over, noting what the watches see meanwhile; None
-        after `seconds` without one, or once the root is no longer watched."""
+        """The next connection handed over; None after `seconds` without one, or once the
+        root is gone or moved. What the watches name meanwhile is noted (and new
+        directories get watches), for the next hello."""
         deadline = time.monotonic() + seconds
         watch_fd = self.watcher.fileno()
-        while self.watcher.wds.get("") is not None:
+        while self._root_watched():
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
@@ -412,14 +427,13 @@ class _Session:
     def __init__(self, agent, in_fd):
         self.agent, self.in_fd = agent, in_fd
         self.reader = FrameReader()
+        self.pending = set()  # paths the watcher named, not yet re-examined
         self.first_pending = self.last_event = self.next_poll = 0.0
 
     def run(self):
         agent, in_fd = self.agent, self.in_fd
         widen_pipe(in_fd)
         widen_pipe(agent.out_fd)
-        if agent.pending:
-            self.first_pending = self.last_event = time.monotonic()
         try:
             while self.turn():
                 pass
@@ -445,7 +459,7 @@ class _Session:
         watch_fd = watcher.fileno() if watcher is not None else None
         now = time.monotonic()
         timeout = 5.0
-        if agent.pending:
+        if self.pending:
             timeout = max(0.0, min(self.last_event + SETTLE_S, self.first_pending + MAX_SETTLE_S) - now)
         elif watcher is not None and watch_fd is None:
             timeout = max(0.0, self.next_poll - now)
@@ -469,16 +483,16 @@ class _Session:
                 fresh = {RESCAN}
                 self.next_poll = now + watcher.interval
             if fresh:
-                self.first_pending = self.first_pending if agent.pending else now
+                self.first_pending = self.first_pending if self.pending else now
                 self.last_event = now
-                agent.note(fresh)
+                self.pending |= fresh
             # Mostly the echo of our own writes while pypod streams: each report
             # re-examines what it names, so fewer, larger ones cost less.
             settled = now - self.last_event >= SETTLE_S or now - self.first_pending >= MAX_SETTLE_S
             if busy and now - self.first_pending < BUSY_SETTLE_S:
                 settled = False
-            if agent.pending and (settled or watch_fd is None):
-                paths, agent.pending = agent.pending, set()
+            if self.pending and (settled or watch_fd is None):
+                paths, self.pending = self.pending, set()
                 agent.report(paths)
         agent.drain()
         return True

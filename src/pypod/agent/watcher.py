@@ -118,6 +118,11 @@ class InotifyWatcher:
                 if entry.is_dir(follow_symlinks=False) and not self.excludes.excluded(child, True):
                     stack.append(child)
 
+    def holds(self, rel, identity):
+        """Whether a watch holds the directory `rel` that has `identity` ((st_dev, st_ino))."""
+        wd = self.wds.get(rel)
+        return wd is not None and self.identities.get(wd) == identity
+
     def expect(self, rel, directory, inode):
         """This side just linked a new file in as `rel`, in the directory `directory`
         ((st_dev, st_ino)), from an unnamed file of inode `inode`: the two events that
@@ -191,6 +196,9 @@ class PollingWatcher:
 
     def fileno(self):
         return None
+
+    def holds(self, rel, identity):
+        return False  # no watches: every poll rescans
 
     def expect(self, rel, directory, inode):
         pass  # every poll rescans: there are no events to skip

@@ -113,8 +113,8 @@ class SyncPrep:
             from ..sync.excludes import sync_excludes
 
             self.excludes = sync_excludes(project.root, (*settings.sync_exclude, *own_files_under(project.root)))
-            # The pod's agent outlives a broken link as long as the REPL does (--keep-alive):
-            # a reconnect then finds the index kept, not a folder to stat path by path.
+            # After each connection the pod's agent stays --keep-alive seconds, as long as
+            # an undetached REPL waits for its client: a reconnect finds it warm.
             linger = settings.keep_alive
             self.agent_argv, self.preamble = sync_command(AGENT_PYTHON, settings.workdir, self.excludes, linger)
         except BaseException as exc:  # raised again where the sync starts, in the main thread
