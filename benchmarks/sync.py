@@ -6,8 +6,9 @@
 - initial sync of 10,000 files / 100 MB into an empty pod folder (goal < 3 s);
 - resync with nothing changed, from a new connection as after a broken link (goal < 0.25 s):
   the pod's agent stays behind after its connection, as pypod's does, and answers from
-  what it kept; beside it the same with a new agent and nothing kept, and that one's
-  floor here: one exec into the pod plus one stat of every path in it;
+  what it kept (then stats every path, and says so: resync_noop_checked_s); beside it the
+  same with a new agent and nothing kept, and that one's floor here: one exec into the
+  pod plus one stat of every path in it;
 - the anchor: `kubectl cp` of the same tree, in the same run (goal: pypod's first
   sync at least 1.5x as fast);
 - the first sync of a new pod whose folder already holds the tree (as an image with
@@ -205,11 +206,16 @@ class Bench:
         # A new connection, as after a broken link: nothing changed, so nothing is sent.
         # The first sync's agent stayed behind in the pod, and answers from what it kept.
         seconds, syncer, thread = self.timed_first_sync(local, remote, state)
+        agreed = time.perf_counter()
+        if not syncer.pod_checked.wait(60):
+            raise SystemExit("the kept agent's check of every path never came")
+        checked = seconds + time.perf_counter() - agreed
         syncer.stop()
         thread.join(30)
         if not syncer.health.watcher.endswith("(kept)"):
             raise SystemExit(f"the resync was not answered by the agent kept in the pod: {syncer.health.watcher}")
-        bench("resync_noop_s", seconds, "s")
+        bench("resync_noop_s", seconds, "s (both sides agree on the kept agent's index: pypod goes on)")
+        bench("resync_noop_checked_s", checked, "s (and its stat of every path, just after, has come in)")
         # The same with no agent left in the pod (one that did not stay): it stats every path.
         fresh, syncer, thread = self.timed_first_sync(local, remote, state, linger=False)
         syncer.stop()

@@ -225,7 +225,8 @@ def test_a_reconnect_to_the_kept_agent_converges_with_changes_on_both_sides(pod:
     with RunningSync(local, str(pod.root), connect, state_file=state) as sync:
         assert sync.syncer.health.watcher == "inotify (kept)"
         wait_until(lambda: (local / "m4.py").read_text() == "x ", what="the truncate, found after the index")
-        sync.quiet()
+        sync.quiet()  # "watching" only once the kept agent's check of every path is in
+        assert sync.syncer.pod_checked.is_set() and not sync.syncer.pod_checking
         assert sync.syncer.health.problems == 0
     assert (pod.root / "m1.py").read_text() == "x = 'local, while away'\n"
     assert (local / "m2.py").read_text() == "x = 'pod, while away'\n"
@@ -245,7 +246,7 @@ def test_an_exec_too_slow_to_say_go_serves_its_streams_itself(pod: Pod, monkeypa
 
     def slow_go(self: socket.socket, data: bytes, *args: Any) -> None:
         if data == handoff.GO:
-            time.sleep(handoff.HANDSHAKE_S + 0.5)
+            time.sleep(handoff.HANDSHAKE_S + 2)  # well past the copy's wait, even on a busy machine
         send(self, data, *args)
 
     monkeypatch.setattr(socket.socket, "sendall", slow_go)
@@ -273,7 +274,8 @@ def test_a_kept_agent_finds_what_its_watches_cannot_see(pod: Pod, tmp_path: Path
     os.truncate(pod.root / "t.txt", 3)
     (tmp_path / "outside.bin").write_text("v2, written through another name\n")
     (kind, kept), *after = pod.frames()
-    assert kept.get("kept") is True
+    assert kept.get("kept") is True and kept.get("checking") is True
+    assert [meta.get("checked") for _, meta in after] == [True]  # one check, marked
     # The watches' index first, then the stat of every path: what they missed follows.
     seen = dict(kept["entries"])
     for kind, meta in after:
@@ -329,3 +331,11 @@ def test_a_process_that_sees_other_mounts_cannot_take_the_kept_agent(pod: Pod) -
     )
     assert elsewhere.stdout.strip() == "False", elsewhere.stderr
     assert pod.hello().get("kept") is True
+
+
+@pytest.mark.parametrize("seconds", ["nan", "inf", "-1", "soon"])
+def test_a_linger_that_is_no_finite_time_is_a_usage_error(pod: Pod, seconds: str) -> None:
+    argv, preamble = agent.stdin_command(pod.python, "sync", "--linger", seconds, KEY)
+    done = subprocess.run(argv, input=preamble, capture_output=True, timeout=30, env=pod.env)
+    assert done.returncode == 2 and b"usage: sync [--linger SECONDS KEY]" in done.stderr
+    assert not pod.sockets()

@@ -100,6 +100,7 @@ class Listener:
 
     def __init__(self, sock, path):
         self.sock, self.path = sock, path
+        self.inode = os.stat(path).st_ino  # close() unlinks this file only, not a successor's
 
     @classmethod
     def bind(cls, path):
@@ -158,7 +159,8 @@ class Listener:
     def close(self):
         """Stop listening; the name is free for the next copy."""
         with contextlib.suppress(OSError):
-            os.unlink(self.path)
+            if os.stat(self.path).st_ino == self.inode:
+                os.unlink(self.path)
         self.sock.close()
 
 

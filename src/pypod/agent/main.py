@@ -45,7 +45,7 @@ def sync_main(archive, rest):
     if rest:
         try:
             flag, seconds, key = rest
-            if flag != "--linger" or float(seconds) < 0:
+            if flag != "--linger" or not 0 <= float(seconds) < 1e9:  # (nan and inf: no)
                 raise ValueError(flag)
         except ValueError:
             sys.stderr.write("pypod-agent: usage: sync [--linger SECONDS KEY]\n")

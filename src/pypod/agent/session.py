@@ -206,6 +206,7 @@ class Host:
         self.master = None
         self.history_seed = []
         self.alone_since = time.monotonic()
+        self.next_reap = 0.0
 
     # -- the REPL -------------------------------------------------------------
     def spawn(self, rows=24, cols=80, history=None, env=None):
@@ -234,6 +235,10 @@ class Host:
         """As the container's PID 1, this process inherits the sync agents that stay after
         their connection (handoff.py): reap those that have ended. Only session leaders
         other than the REPL: a child a thread is waiting for (nvidia-smi) is left to it."""
+        now = time.monotonic()
+        if now < self.next_reap:
+            return  # the loop wakes for every chunk of REPL output
+        self.next_reap = now + 1.0
         try:
             if os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
                 return  # nothing has ended: the usual case, one system call
@@ -248,7 +253,7 @@ class Host:
                     stat = handle.read()
                 state, ppid, _pgrp, sid = stat[stat.rindex(")") + 2 :].split()[:4]
                 if state == "Z" and int(ppid) == me and int(sid) == int(name):
-                    os.waitpid(int(name), 0)
+                    os.waitpid(int(name), os.WNOHANG)
             except (OSError, ValueError):
                 continue  # gone meanwhile, or reaped by its owner first
 

@@ -185,18 +185,20 @@ class SyncAgent:
         return self.watcher.holds("", (st.st_dev, st.st_ino))
 
     def _answer_from_kept(self, meta):
-        """The index as the watches kept it, with what they named since re-examined; then
-        the stat of every path a new agent makes before it answers, whose findings follow
-        as changes. A watch misses a few kinds of change (a truncate, a write through a hard
-        link from elsewhere); the stat does not, and pypod's conditional writes hold
-        meanwhile: an upload over a version the pod no longer has is refused."""
+        """The index as the watches kept it, with what they named since re-examined, marked
+        "checking"; then the stat of every path a new agent makes before it answers, whose
+        findings follow in an E frame marked "checked" (empty when there are none). A watch
+        misses a few kinds of change (a truncate, a write through a hard link from
+        elsewhere); the stat does not, and pypod's conditional writes hold meanwhile: an
+        upload over a version the pod no longer has is refused."""
         self.tree.new_batch()
         self.note(self.watcher.read())
         if self.pending:
             changed, self.pending = self.pending, set()
             self.tree.refresh(changed, self.known)
-        self._answer(meta, {"kept": True, "watcher": self.watcher_kind + " (kept)"})
-        self.report({RESCAN})
+        self._answer(meta, {"kept": True, "checking": True, "watcher": self.watcher_kind + " (kept)"})
+        self.tree.new_batch()
+        self.send(b"E", {"changes": self.tree.refresh({RESCAN}, self.known), "checked": True})
 
     def note(self, paths):
         """Paths the watches named while no one was connected, to re-examine at the next
@@ -348,12 +350,14 @@ class SyncAgent:
             return  # (another copy keeps this folder already)
         if os.fork():
             return
+        listener = None
         try:
+            # Listening from this process (an exec checks who listens: SO_PEERCRED names
+            # the process that called listen, and the one that forked is gone), and before
+            # the exec ends, so the next one finds it.
+            listener = handoff.Listener.bind(path)
             handoff.leave_the_exec()
             self.tree.new_batch()  # no directory of the folder held open while it waits
-            # Listening from this process: an exec checks who listens (SO_PEERCRED names
-            # the process that called listen), and the one that forked is gone.
-            listener = handoff.Listener.bind(path)
             while listener is not None:
                 taken = self._wait_for_connection(listener, seconds)
                 listener.close()  # one connection at a time
@@ -370,6 +374,8 @@ class SyncAgent:
                     handoff.done(conn)  # after the streams: the exec that handed them over ends now
                 listener = handoff.Listener.bind(path) if code == 0 else None
         finally:
+            if listener is not None:
+                listener.close()  # (after an error: the name is free again)
             os._exit(0)
 
     def _watches_see_all(self):
