@@ -5,9 +5,11 @@ When pypod's link to the pod ends or breaks, the agent that served it leaves a c
 itself behind for a while, with its index and its inotify watches, listening on a socket
 named by its version and by what it syncs. The next ``sync`` exec with that name gives
 its own stdin and stdout to the copy over the socket, and waits until the copy is done
-with them. The copy answers the hello from what it kept, re-examining only what its
-watches saw change meanwhile, instead of a stat of every path in the folder. Whatever
-does not fit (no copy, a busy one, another root or other excludes) gets a fresh agent.
+with them. The copy answers the hello from what it kept, re-examining what its watches
+saw change meanwhile, with no new interpreter, imports, cache file or watches; then it
+stats every path, as a new agent does before it answers, and reports what no watch saw.
+Whatever does not fit (no copy, a busy one, another root or other excludes) gets a
+fresh agent.
 """
 
 import array

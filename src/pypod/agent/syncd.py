@@ -197,8 +197,7 @@ class SyncAgent:
             changed, self.pending = self.pending, set()
             self.tree.refresh(changed, self.known)
         self._answer(meta, {"kept": True, "checking": True, "watcher": self.watcher_kind + " (kept)"})
-        self.tree.new_batch()
-        self.send(b"E", {"changes": self.tree.refresh({RESCAN}, self.known), "checked": True})
+        self.report({RESCAN}, checked=True)
 
     def note(self, paths):
         """Paths the watches named while no one was connected, to re-examine at the next
@@ -344,7 +343,7 @@ class SyncAgent:
         """Leave a copy of this agent listening at `path` for `seconds` after each of its
         connections (see handoff.py); return at once in this process. Only with inotify
         on the root, and where it sees every change made to the folder."""
-        if self.tree is None or self.watcher.fileno() is None or not self._root_watched():
+        if self.tree is None or not self._root_watched():  # (never for a polling watcher)
             return
         if not self._watches_see_all() or handoff.someone_listens(path):
             return  # (another copy keeps this folder already)
@@ -410,10 +409,14 @@ class SyncAgent:
         return None
 
     # -- events -------------------------------------------------------------------
-    def report(self, paths):
+    def report(self, paths, checked=False):
+        """Send what changed at `paths`; `checked` marks the stat of every path that a kept
+        copy makes after its index, sent even when nothing changed."""
         self.tree.new_batch()
         changes = self.tree.refresh(paths, self.known)
-        if changes:
+        if checked:
+            self.send(b"E", {"changes": changes, "checked": True})
+        elif changes:
             self.send(b"E", {"changes": changes})
 
 

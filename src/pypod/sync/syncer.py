@@ -120,7 +120,6 @@ class Syncer:
         # new agent does so before its index, an agent kept in the pod (handoff.py) just
         # after it, and says so in an E frame marked "checked"; until then, not "watching".
         self.pod_checked = threading.Event()
-        self.pod_checking = False
         self.stop_event = threading.Event()
         # Started by the first connection (see _session), and kept across reconnections.
         self._watcher = threading.Thread(target=self._watch_local, name="pypod-sync-watch", daemon=True)
@@ -252,7 +251,7 @@ class Syncer:
             if not self.busy():
                 if not self.first_sync.is_set():
                     self.first_sync.set()
-                if self.health.state != "watching" and not self.pod_checking:
+                if self.health.state != "watching" and self.pod_checked.is_set():
                     self.health.last_synced = time.time()
                     self.set_state("watching")
                 self.health.files = len(self.local)
@@ -316,8 +315,7 @@ class Syncer:
     def _take_index(self, index: dict[str, Any]) -> None:
         self._failures = 0
         self.health.watcher = index.get("watcher", "")
-        self.pod_checking = bool(index.get("checking"))
-        if not self.pod_checking:
+        if not index.get("checking"):
             self.pod_checked.set()
         if index.get("same") and self.agreed:
             self.remote = dict(self.agreed)  # the pod holds what was agreed, no more and no less
@@ -358,7 +356,7 @@ class Syncer:
         self.pending.clear()
         self.downloads.clear()
         self.receiving = None
-        self.pod_checking = False
+        self.pod_checked.clear()
         kept = []
         while True:
             try:
@@ -410,7 +408,6 @@ class Syncer:
                     self.remote[path] = version
                 self.dirty.add(path)
             if meta.get("checked"):
-                self.pod_checking = False
                 self.pod_checked.set()
         elif kind == b"A":
             self._results(meta)
